@@ -1,0 +1,33 @@
+# Everything runs from .venv, created on first use; only python3 (3.11+) and make are needed.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install test test-faults run demo lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+test-faults: $(STAMP)
+	$(PY) -m pytest -m slow
+
+run: $(STAMP)
+	$(VENV)/bin/orchestrator serve
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check orchestrator tests
+	$(VENV)/bin/ruff format --check orchestrator tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .orchestrator .pytest_cache

@@ -1,0 +1,1 @@
+"""Durable cancellation of e-signature requests."""
