@@ -1,0 +1,124 @@
+"""`orchestrator serve | migrate | simulate`: the command line, and the only other composer."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+
+import asyncpg
+from aiohttp import web
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from orchestrator.config import ConfigError, Settings, load_settings
+from orchestrator.store import migrations
+from orchestrator.store.db import CONNECTION_ERRORS
+from orchestrator.store.embedded import EmbeddedPostgres
+
+log = logging.getLogger("orchestrator")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The DSN to use: DATABASE_URL, or an embedded server kept for the duration."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    server = EmbeddedPostgres(settings.data_dir)
+    dsn = server.start()
+    try:
+        yield dsn
+    finally:
+        server.stop()
+
+
+async def apply_migrations(dsn: str, wait_s: float = 60) -> list[int]:
+    """Apply pending migrations, waiting for the database to come up (compose starts both)."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(wait_s),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        retry=retry_if_exception_type(CONNECTION_ERRORS),
+        reraise=True,
+    ):
+        with attempt:
+            conn = await asyncpg.connect(dsn, timeout=5)
+            try:
+                return await migrations.migrate(conn)
+            finally:
+                await conn.close()
+    raise AssertionError("unreachable")
+
+
+def cmd_migrate(settings: Settings) -> int:
+    with database(settings) as dsn:
+        applied = asyncio.run(apply_migrations(dsn))
+    print(f"applied {len(applied)} migration(s); schema is at {migrations.latest_version()}")
+    return 0
+
+
+def cmd_serve(settings: Settings) -> int:
+    from orchestrator.web.app import create_app
+
+    with database(settings) as dsn:
+        asyncio.run(apply_migrations(dsn))
+        app = create_app(settings, dsn)
+        log.info("serving on http://%s:%d", settings.host, settings.port)
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout_s,
+            access_log=None,
+            print=None,
+        )
+    return 0
+
+
+def cmd_simulate(port: int, callback_url: str | None) -> int:
+    from orchestrator.simulator.__main__ import serve
+
+    return int(serve(port=port, callback_url=callback_url))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the HTTP API, the dispatcher and the sweeper")
+    sub.add_parser("migrate", help="apply pending database migrations and exit")
+    simulate = sub.add_parser("simulate", help="run the provider simulators on loopback")
+    simulate.add_argument("--port", type=int, default=9000)
+    simulate.add_argument("--callback-url", default=None)
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"orchestrator: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    if args.command == "serve":
+        return cmd_serve(settings)
+    if args.command == "migrate":
+        return cmd_migrate(settings)
+    return cmd_simulate(args.port, args.callback_url)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The one interface every provider adapter implements, and the HTTP plumbing they share.
+
+An adapter turns a cancellation into provider calls and provider answers into the domain's
+results (Queued, Settled, RetryLater, StillOpen). Webhook verification and parsing are pure
+functions of headers and bytes, so they are tested without a network.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import email.utils
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+from pydantic import SecretStr
+
+from orchestrator.domain.model import (
+    CancelResult,
+    RetryLater,
+    StatusResult,
+    StillOpen,
+    WebhookEvent,
+)
+
+# How much of a provider's answer we keep as evidence: enough to explain, never a whole document.
+_EVIDENCE_BODY_LIMIT = 4096
+_RATE_HEADERS = (
+    "retry-after",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+)
+
+
+@dataclass(frozen=True)
+class Account:
+    """One set of credentials at one provider. Secrets stay SecretStr until the call."""
+
+    provider: str
+    name: str
+    base_url: str | None
+    secret: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    rate_limit_per_min: float | None = None
+    account_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an adapter needs to know about the cancellation it acts on."""
+
+    resource_id: str
+    reason: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A provider's HTTP answer, reduced to what classification and evidence need."""
+
+    method: str
+    path: str
+    status: int
+    headers: Mapping[str, str]
+    body: Any
+
+    def evidence(self) -> dict[str, Any]:
+        body = self.body
+        if isinstance(body, str) and len(body) > _EVIDENCE_BODY_LIMIT:
+            body = body[:_EVIDENCE_BODY_LIMIT] + "…"
+        elif not isinstance(body, str) and len(orjson.dumps(body)) > _EVIDENCE_BODY_LIMIT:
+            body = {"truncated": orjson.dumps(body)[:_EVIDENCE_BODY_LIMIT].decode(errors="replace")}
+        headers = {k.lower(): v for k, v in self.headers.items() if k.lower() in _RATE_HEADERS}
+        evidence: dict[str, Any] = {
+            "call": f"{self.method} {self.path}",
+            "http_status": self.status,
+            "body": body,
+        }
+        if headers:
+            evidence["headers"] = headers
+        return evidence
+
+
+def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The wait a provider asked for: Retry-After (seconds or a date) or a rate-limit reset.
+
+    X-Ratelimit-Reset is a Unix time at Dropbox Sign; ratelimit-reset is seconds at Truto.
+    A large number is read as a Unix time, a small one as seconds.
+    """
+    now = time.time() if now is None else now
+    lowered = {k.lower(): v for k, v in headers.items()}
+    waits: list[float] = []
+    for name in ("retry-after", "x-ratelimit-reset", "ratelimit-reset"):
+        raw = lowered.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(raw) if name == "retry-after" else None
+            if parsed is None:
+                continue
+            value = parsed.timestamp()
+        waits.append(value - now if value > 1_000_000_000 else value)
+    return max(0.0, max(waits)) if waits else None
+
+
+def transient(answer: Answer, code: str | None = None) -> RetryLater:
+    message = f"{answer.method} {answer.path} answered {answer.status}"
+    return RetryLater(
+        code=code or f"http_{answer.status}",
+        message=message,
+        delay_s=retry_after_s(answer.headers) if answer.status in (429, 503) else None,
+        evidence=answer.evidence(),
+    )
+
+
+async def call(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    path: str,
+    **kwargs: Any,
+) -> Answer | RetryLater:
+    """One HTTP call; a network failure or timeout becomes RetryLater, never an exception."""
+    try:
+        async with http.request(method, url, **kwargs) as response:
+            raw = await response.read()
+            body: Any
+            try:
+                body = orjson.loads(raw) if raw else {}
+            except orjson.JSONDecodeError:
+                body = raw.decode(errors="replace")
+            return Answer(method, path, response.status, dict(response.headers), body)
+    except TimeoutError:
+        return RetryLater(
+            "timeout", f"{method} {path} timed out", evidence={"call": f"{method} {path}"}
+        )
+    except aiohttp.ClientError as exc:
+        return RetryLater(
+            "network",
+            f"{method} {path} failed: {type(exc).__name__}",
+            evidence={"call": f"{method} {path}", "exception": type(exc).__name__},
+        )
+
+
+class Provider(abc.ABC):
+    """A provider adapter. Register each in providers/registry.py."""
+
+    name: ClassVar[str]
+    #: Path segments under /webhooks/ that route to this adapter.
+    webhook_names: ClassVar[tuple[str, ...]] = ()
+    #: Whether a cancel is confirmed later (by webhook or status check) rather than at once.
+    confirms_asynchronously: ClassVar[bool] = False
+
+    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Check the provider-specific `params` of an enqueue; raise InvalidRequest if wrong."""
+        if params:
+            from orchestrator import errors
+
+            raise errors.InvalidRequest(
+                f"{self.name} takes no params",
+                [{"field": "params", "message": f"{self.name} takes no params"}],
+            )
+        return {}
+
+    def check_account(self, account: Account) -> str | None:
+        """Why this account cannot send cancels yet (a setting is missing), or None."""
+        return None
+
+    @abc.abstractmethod
+    async def cancel(
+        self, http: aiohttp.ClientSession, account: Account, target: Target
+    ) -> CancelResult: ...
+
+    async def status(
+        self, http: aiohttp.ClientSession, account: Account, target: Target
+    ) -> StatusResult:
+        """Where the provider has no status endpoint, the cancel is simply sent again."""
+        return StillOpen({"status_check": "not offered by this provider"})
+
+    def parse_webhook(
+        self, headers: Mapping[str, str], body: bytes, accounts: list[Account], now: float
+    ) -> WebhookEvent:
+        """Verify, then parse; raise WebhookRejected. Adapters without webhooks refuse all."""
+        from orchestrator import errors
+
+        raise errors.WebhookRejected(404, f"{self.name} sends no webhooks")
+
+    #: The body a provider expects from a successful webhook delivery.
+    webhook_ack: ClassVar[str] = "ok"
+
+
+__all__ = [
+    "Account",
+    "Answer",
+    "Provider",
+    "Target",
+    "asyncio",
+    "call",
+    "retry_after_s",
+    "transient",
+]

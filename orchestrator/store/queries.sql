@@ -1,0 +1,209 @@
+-- Every statement the service sends, named. Loaded by orchestrator/store/queries.py.
+-- Times are always parameters ($now), never now(), so tests can move the clock.
+
+-- name: insert_cancellation
+-- Record a new cancellation and its first event; nothing if an open one or the key exists.
+WITH inserted AS (
+    INSERT INTO cancellations (
+        id, provider, account, resource_id, status, reason, metadata, params,
+        idempotency_key, request_hash, next_attempt_at, created_at, updated_at
+    )
+    VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $10, $10)
+    ON CONFLICT DO NOTHING
+    RETURNING *
+), event AS (
+    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
+    SELECT id, $10, NULL, status, 'enqueued', $11 FROM inserted
+)
+SELECT * FROM inserted;
+
+-- name: lock_resource
+-- Serialise enqueue and webhook for one request, so an event racing an enqueue is never missed.
+SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2 || '/' || $3, 0));
+
+-- name: get_cancellation
+SELECT * FROM cancellations WHERE id = $1;
+
+-- name: find_by_idempotency_key
+SELECT * FROM cancellations WHERE idempotency_key = $1;
+
+-- name: find_open_for_resource
+SELECT * FROM cancellations
+WHERE provider = $1 AND account = $2 AND resource_id = $3
+  AND status IN ('queued', 'sending', 'awaiting_confirmation')
+FOR UPDATE;
+
+-- name: list_cancellations
+-- Newest first; keyset pagination on (created_at, id). Null filters match everything.
+SELECT * FROM cancellations
+WHERE ($1::text IS NULL OR status = $1)
+  AND ($2::text IS NULL OR provider = $2)
+  AND ($3::text IS NULL OR resource_id = $3)
+  AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $6;
+
+-- name: list_events
+SELECT id, at, from_status, to_status, cause, evidence
+FROM cancellation_events WHERE cancellation_id = $1 ORDER BY id;
+
+-- name: claim_due
+-- Take up to $2 due rows under a lease; attempts and the fencing token move with the claim.
+-- $4 lists provider:account pairs that are throttled right now and must be left alone.
+WITH due AS (
+    SELECT id FROM cancellations
+    WHERE status = 'queued' AND next_attempt_at <= $1
+      AND NOT (provider || ':' || account = ANY ($4::text[]))
+    ORDER BY next_attempt_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE cancellations c
+    SET status = 'sending', attempts = c.attempts + 1, version = c.version + 1,
+        lease_owner = $3, lease_expires_at = $1 + make_interval(secs => $5), updated_at = $1
+    FROM due WHERE c.id = due.id
+    RETURNING c.*
+), event AS (
+    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
+    SELECT id, $1, 'queued', 'sending', 'claimed',
+           jsonb_build_object('attempt', attempts, 'worker', $3, 'status_check_first', needs_check)
+    FROM claimed
+)
+SELECT * FROM claimed;
+
+-- name: apply_decision
+-- Carry out one transition, only if nobody changed the row since we read it (version = $2).
+WITH updated AS (
+    UPDATE cancellations
+    SET status = $3::text,
+        version = version + 1,
+        updated_at = $4::timestamptz,
+        next_attempt_at = $5::timestamptz,
+        confirm_by = COALESCE($6::timestamptz, confirm_by),
+        outcome = COALESCE($7::text, outcome),
+        confirmed_via = $8::text,
+        confirmed_at = CASE WHEN $3::text = 'confirmed' THEN $4::timestamptz END,
+        last_error = COALESCE($9::jsonb, last_error),
+        provider_state = COALESCE($10::jsonb, provider_state),
+        submitted_at = CASE WHEN $11::boolean THEN $4::timestamptz ELSE submitted_at END,
+        needs_check = false,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    WHERE id = $1 AND version = $2
+    RETURNING *
+), event AS (
+    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
+    SELECT id, $4::timestamptz, $12::text, status, $13::text, $14::jsonb FROM updated
+)
+SELECT * FROM updated;
+
+-- name: requeue_expired_leases
+-- A lease that ran out means its worker died or stalled: put the row back in the queue.
+WITH expired AS (
+    SELECT id FROM cancellations
+    WHERE status = 'sending' AND lease_expires_at <= $1
+    ORDER BY lease_expires_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), requeued AS (
+    UPDATE cancellations c
+    SET status = 'queued', version = c.version + 1, next_attempt_at = $1, updated_at = $1,
+        lease_owner = NULL, lease_expires_at = NULL
+    FROM expired WHERE c.id = expired.id
+    RETURNING c.id, c.attempts
+), event AS (
+    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
+    SELECT id, $1, 'sending', 'queued', 'lease_expired', jsonb_build_object('attempt', attempts)
+    FROM requeued
+)
+SELECT count(*) FROM requeued;
+
+-- name: requeue_overdue
+-- No confirmation by confirm_by: hand the row to the dispatcher to check status, then re-send.
+WITH overdue AS (
+    SELECT id FROM cancellations
+    WHERE status = 'awaiting_confirmation' AND confirm_by <= $1
+    ORDER BY confirm_by
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), requeued AS (
+    UPDATE cancellations c
+    SET status = 'queued', version = c.version + 1, needs_check = true,
+        next_attempt_at = $1, updated_at = $1
+    FROM overdue WHERE c.id = overdue.id
+    RETURNING c.id, c.confirm_by
+), event AS (
+    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
+    SELECT id, $1, 'awaiting_confirmation', 'queued', 'confirmation_overdue',
+           jsonb_build_object('confirm_by', confirm_by)
+    FROM requeued
+)
+SELECT count(*) FROM requeued;
+
+-- name: release_leases
+-- Graceful stop: give back what this worker holds so another can take it at once.
+WITH released AS (
+    UPDATE cancellations
+    SET status = 'queued', version = version + 1, next_attempt_at = $2, updated_at = $2,
+        lease_owner = NULL, lease_expires_at = NULL
+    WHERE status = 'sending' AND lease_owner = $1
+    RETURNING id
+), event AS (
+    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
+    SELECT id, $2, 'sending', 'queued', 'released_on_shutdown', jsonb_build_object('worker', $1)
+    FROM released
+)
+SELECT count(*) FROM released;
+
+-- name: insert_inbox_event
+-- Store a verified event once; a redelivery returns no row.
+INSERT INTO webhook_inbox (
+    provider, account, dedupe_key, resource_id, event_type, event_time, effect, payload, received_at
+)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (provider, dedupe_key) DO NOTHING
+RETURNING id;
+
+-- name: pending_event_for_resource
+-- The newest stored event that settles this request and has not settled a cancellation yet.
+SELECT id, event_type, effect FROM webhook_inbox
+WHERE provider = $1 AND account = $2 AND resource_id = $3
+  AND processed_at IS NULL AND effect IS NOT NULL
+ORDER BY event_time DESC NULLS LAST, id DESC
+LIMIT 1;
+
+-- name: mark_events_processed
+UPDATE webhook_inbox SET processed_at = $4, cancellation_id = $5
+WHERE provider = $1 AND account = $2 AND resource_id = $3
+  AND processed_at IS NULL AND effect IS NOT NULL;
+
+-- name: stats
+-- Counts come from the trigger-maintained shards; overdue and last_confirmed_at use indexes.
+SELECT
+    (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
+     FROM (SELECT status, sum(n)::bigint AS n FROM cancellation_counts GROUP BY status) s)
+        AS counts,
+    (SELECT count(*) FROM cancellations
+     WHERE status = 'awaiting_confirmation' AND confirm_by <= $1) AS overdue,
+    (SELECT max(confirmed_at) FROM cancellations WHERE confirmed_at IS NOT NULL)
+        AS last_confirmed_at;
+
+-- name: fold_counts
+-- Fold per-backend counter shards into shard 0; rows a live transaction holds are skipped.
+WITH folded AS (
+    DELETE FROM cancellation_counts
+    WHERE (status, shard) IN (
+        SELECT status, shard FROM cancellation_counts WHERE shard <> 0
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING status, n
+)
+INSERT INTO cancellation_counts AS c (status, shard, n)
+SELECT status, 0, sum(n) FROM folded GROUP BY status
+ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
+
+-- name: try_lock_fold
+SELECT pg_try_advisory_xact_lock(7305318221);
+
+-- name: ping
+SELECT 1;

@@ -1,0 +1,132 @@
+"""The composition root: create_app builds everything the service runs on.
+
+Each resource is owned by one cleanup-context generator and released in reverse order:
+the pool, then the HTTP client, then the workers (stopped first on shutdown, so they can
+still use the pool and the client to finish or give back what they hold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from orchestrator import errors
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.config import Settings
+from orchestrator.domain.lifecycle import Policy
+from orchestrator.providers import registry
+from orchestrator.store import db
+from orchestrator.store.repository import Store
+from orchestrator.web import cancellations, keys, ops, webhooks
+from orchestrator.web.auth import bearer_auth_middleware
+from orchestrator.web.problems import problems_middleware
+from orchestrator.workers.dispatcher import DispatchConfig, Dispatcher
+from orchestrator.workers.loop import run_every, supervise
+from orchestrator.workers.sweeper import Sweeper
+from orchestrator.workers.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+
+def policy_from(settings: Settings) -> Policy:
+    return Policy(
+        max_attempts=settings.max_attempts,
+        confirm_timeout_s=settings.confirm_timeout_s,
+        backoff_base_s=settings.backoff_base_s,
+        backoff_max_s=settings.backoff_max_s,
+    )
+
+
+def _stop_process(_: BaseException) -> None:
+    """A worker died of a bug: stop the whole process cleanly rather than limp on without it."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def create_app(
+    settings: Settings,
+    dsn: str,
+    *,
+    clock: Clock | None = None,
+    accounts: registry.Accounts | None = None,
+    run_workers: bool = True,
+    on_worker_crash: object = _stop_process,
+) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[problems_middleware, bearer_auth_middleware(settings.api_tokens)],
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.CLOCK] = clock or SystemClock()
+    app[keys.ACCOUNTS] = accounts or registry.accounts_from_settings(settings)
+    app[keys.PROVIDERS] = registry.PROVIDERS
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        pool = await db.create_pool(dsn, settings.db_pool_size)
+        app[keys.STORE] = Store(pool)
+        yield
+        await pool.close()
+
+    async def http_client(app: web.Application) -> AsyncIterator[None]:
+        timeout = aiohttp.ClientTimeout(
+            total=settings.http_timeout_s, sock_connect=settings.http_connect_timeout_s
+        )
+        connector = aiohttp.TCPConnector(limit=settings.dispatch_concurrency * 2)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            app[keys.HTTP] = session
+            yield
+
+    async def workers(app: web.Application) -> AsyncIterator[None]:
+        store = app[keys.STORE]
+        dispatcher = Dispatcher(
+            store,
+            app[keys.HTTP],
+            app[keys.PROVIDERS],
+            app[keys.ACCOUNTS],
+            Throttle(app[keys.ACCOUNTS].all()),
+            policy_from(settings),
+            DispatchConfig(
+                batch=settings.dispatch_batch,
+                concurrency=settings.dispatch_concurrency,
+                lease_s=settings.lease_s,
+                poll_s=settings.dispatch_poll_s,
+            ),
+            app[keys.CLOCK],
+        )
+        sweeper = Sweeper(store, app[keys.CLOCK], on_work=dispatcher.wake)
+        app[keys.DISPATCHER] = dispatcher
+        app[keys.SWEEPER] = sweeper
+        if not run_workers:
+            yield
+            return
+        stopping = asyncio.Event()
+        tasks = [
+            asyncio.create_task(dispatcher.run(stopping), name="dispatcher"),
+            asyncio.create_task(
+                run_every("sweeper", sweeper.run_once, settings.sweep_interval_s, stopping),
+                name="sweeper",
+            ),
+        ]
+        for task in tasks:
+            supervise(task, on_worker_crash)  # type: ignore[arg-type]
+        log.info("dispatcher %s and sweeper started", dispatcher.owner)
+        yield
+        stopping.set()
+        _, pending = await asyncio.wait(tasks, timeout=settings.shutdown_timeout_s)
+        for task in pending:
+            task.cancel()
+        try:
+            await dispatcher.drain(settings.shutdown_timeout_s)
+        except errors.DatabaseUnavailable as exc:
+            log.warning("could not release leases at shutdown (%s); they expire by themselves", exc)
+
+    app.cleanup_ctx.extend([database, http_client, workers])
+    app.add_routes(cancellations.routes)
+    app.add_routes(webhooks.routes)
+    app.add_routes(ops.routes)
+    return app

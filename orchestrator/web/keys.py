@@ -1,0 +1,23 @@
+"""Typed application keys: every shared resource of the app, defined in one place."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from orchestrator.clock import Clock
+from orchestrator.config import Settings
+from orchestrator.providers.base import Provider
+from orchestrator.providers.registry import Accounts
+from orchestrator.store.repository import Store
+from orchestrator.workers.dispatcher import Dispatcher
+from orchestrator.workers.sweeper import Sweeper
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+ACCOUNTS = web.AppKey("accounts", Accounts)
+PROVIDERS = web.AppKey("providers", dict[str, Provider])
+STORE = web.AppKey("store", Store)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+SWEEPER = web.AppKey("sweeper", Sweeper)

@@ -1,0 +1,124 @@
+"""What the HTTP API accepts and answers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from orchestrator.domain.model import Status
+from orchestrator.store.repository import Cancellation, Event
+
+# Printable ASCII without spaces: provider ids are opaque, but never need more than this.
+ResourceId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[!-~]+$")]
+AccountName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+IdempotencyKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[!-~]+$")
+]
+
+MAX_PAGE = 200
+
+
+class CancellationIn(BaseModel):
+    """POST /v1/cancellations."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    provider: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    resource_id: ResourceId
+    account: AccountName = "default"
+    reason: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def request_hash(self) -> str:
+        """Identifies the request for Idempotency-Key checks, independent of key order."""
+        return hashlib.sha256(
+            orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
+
+
+class ListQuery(BaseModel):
+    """GET /v1/cancellations query string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status | None = None
+    provider: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    resource_id: ResourceId | None = None
+    limit: int = Field(50, ge=1, le=MAX_PAGE)
+    after: str | None = None
+
+    @field_validator("after")
+    @classmethod
+    def _cursor(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_cursor(value)
+        return value
+
+
+def encode_cursor(row: Cancellation) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, ident = raw.split("|", 1)
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None:
+            raise ValueError("naive time")
+        return when, uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValueError("not a cursor this API handed out") from None
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def cancellation_out(row: Cancellation) -> dict[str, Any]:
+    last_error = None
+    if row.last_error:
+        last_error = {k: row.last_error.get(k) for k in ("code", "message", "at")}
+        if "details" in row.last_error:
+            last_error["details"] = row.last_error["details"]
+    return {
+        "id": str(row.id),
+        "provider": row.provider,
+        "account": row.account,
+        "resource_id": row.resource_id,
+        "status": row.status,
+        "outcome": row.outcome,
+        "confirmed_via": row.confirmed_via,
+        "attempts": row.attempts,
+        "reason": row.reason,
+        "metadata": row.metadata,
+        "params": row.params,
+        "provider_state": row.provider_state,
+        "created_at": _time(row.created_at),
+        "updated_at": _time(row.updated_at),
+        "submitted_at": _time(row.submitted_at),
+        "confirm_by": _time(row.confirm_by),
+        "confirmed_at": _time(row.confirmed_at),
+        "next_attempt_at": _time(row.next_attempt_at) if row.status == "queued" else None,
+        "last_error": last_error,
+    }
+
+
+def event_out(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "at": _time(event.at),
+        "from_status": event.from_status,
+        "to_status": event.to_status,
+        "cause": event.cause,
+        "evidence": event.evidence,
+    }

@@ -1,0 +1,225 @@
+"""Claims due cancellations, calls the provider, and records what the answer means.
+
+A claim is a lease plus a fencing token (the row's version). Every write goes through
+Store.apply with that version, so a worker whose lease ran out, or whose row a webhook
+settled meanwhile, can never overwrite a newer state: its write simply matches no row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_result,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from orchestrator import errors
+from orchestrator.clock import Clock
+from orchestrator.domain import lifecycle
+from orchestrator.domain.model import Queued, RetryLater, Settled
+from orchestrator.providers import base
+from orchestrator.providers.registry import Accounts
+from orchestrator.store.repository import Cancellation, Store
+from orchestrator.workers.loop import sleep_or_stop
+from orchestrator.workers.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: In-process tries per provider call before the retry becomes a durable reschedule.
+QUICK_TRIES = 3
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    batch: int = 32
+    concurrency: int = 32
+    lease_s: float = 90.0
+    poll_s: float = 1.0
+
+
+def _quick_retry(result: object) -> bool:
+    return isinstance(result, RetryLater) and (result.delay_s is None or result.delay_s <= 1.0)
+
+
+def _last_result(state: RetryCallState) -> object:
+    assert state.outcome is not None
+    return state.outcome.result()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        http: aiohttp.ClientSession,
+        providers: dict[str, base.Provider],
+        accounts: Accounts,
+        throttle: Throttle,
+        policy: lifecycle.Policy,
+        config: DispatchConfig,
+        clock: Clock,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.http = http
+        self.providers = providers
+        self.accounts = accounts
+        self.throttle = throttle
+        self.policy = policy
+        self.config = config
+        self.clock = clock
+        self.owner = owner or worker_id()
+        self.rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        """New work exists (an enqueue, a sweep): claim now instead of at the next poll."""
+        self._wake.set()
+
+    async def claim(self, limit: int) -> list[Cancellation]:
+        return await self.store.claim_due(
+            self.clock.now(), limit, self.owner, self.config.lease_s, self.throttle.blocked()
+        )
+
+    async def run_once(self) -> int:
+        """Claim one batch and see every row of it through; returns how many were claimed."""
+        rows = await self.claim(self.config.batch)
+        await asyncio.gather(*(self.process(row) for row in rows))
+        return len(rows)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            free = self.config.concurrency - len(self._inflight)
+            claimed: list[Cancellation] = []
+            if free > 0:
+                try:
+                    claimed = await self.claim(min(free, self.config.batch))
+                except errors.DatabaseUnavailable as exc:
+                    log.warning("dispatcher: %s", exc.detail)
+                    await sleep_or_stop(stopping, self.config.poll_s)
+                    continue
+                for row in claimed:
+                    task = asyncio.create_task(self.process(row), name=f"dispatch-{row.id}")
+                    self._inflight.add(task)
+                    task.add_done_callback(self._finished)
+            if claimed and len(claimed) == min(free, self.config.batch):
+                await asyncio.sleep(0)  # more may be due; yield, then claim again
+                continue
+            self._wake.clear()
+            waits = [
+                asyncio.ensure_future(self._wake.wait()),
+                asyncio.ensure_future(stopping.wait()),
+            ]
+            await asyncio.wait(
+                waits, timeout=self.config.poll_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in waits:
+                waiter.cancel()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is None:
+            self._wake.set()  # a slot is free
+        elif not task.cancelled():
+            log.error("dispatch task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def drain(self, timeout_s: float) -> int:
+        """Let in-flight calls finish within the timeout, then give back what is left."""
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=timeout_s)
+        for task in list(self._inflight):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        released = await self.store.release_leases(self.owner, self.clock.now())
+        if released:
+            log.info("released %d cancellations still in flight at shutdown", released)
+        return released
+
+    # --- one cancellation ---------------------------------------------------------------
+
+    async def process(self, row: Cancellation) -> None:
+        decision, submitted = await self._decide(row)
+        applied = await self.store.apply(row, decision, self.clock.now(), submitted=submitted)
+        if applied is None:
+            log.info(
+                "cancellation %s changed while attempt %d was in flight; its result (%s) is"
+                " dropped",
+                row.id,
+                row.attempts,
+                decision.status,
+            )
+        else:
+            log.debug("cancellation %s → %s (%s)", row.id, applied.status, decision.cause)
+
+    async def _decide(self, row: Cancellation) -> tuple[lifecycle.Decision, bool]:
+        provider = self.providers[row.provider]
+        account = self.accounts.get(row.provider, row.account)
+        problem = (
+            f"account {row.account!r} of {row.provider} is not configured"
+            if account is None
+            else provider.check_account(account)
+        )
+        if account is None or problem:
+            not_ready = RetryLater("not_configured", problem or "not configured")
+            return lifecycle.retry(
+                not_ready, row.attempts, self.clock.now(), self.policy, self.rng
+            ), False
+        target = base.Target(row.resource_id, row.reason, row.params)
+
+        if row.needs_check:
+            checked = await self._call(account, lambda: provider.status(self.http, account, target))
+            decision = lifecycle.after_status_check(
+                checked, row.attempts, self.clock.now(), self.policy, self.rng
+            )
+            if decision is not None:
+                self._pause_if_asked(account, checked)
+                return decision, False
+
+        result = await self._call(account, lambda: provider.cancel(self.http, account, target))
+        self._pause_if_asked(account, result)
+        decision = lifecycle.after_cancel(
+            result, row.attempts, self.clock.now(), self.policy, self.rng
+        )
+        return decision, isinstance(result, Queued | Settled)
+
+    async def _call(self, account: base.Account, call: Callable[[], Awaitable[T]]) -> T:
+        """A few quick tries in-process for blips; longer waits become durable reschedules."""
+
+        async def attempt() -> T:
+            await self.throttle.acquire(account.key)
+            return await call()
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(QUICK_TRIES) | stop_after_delay(self.config.lease_s / 4),
+            wait=wait_random_exponential(multiplier=0.1, max=1.0),
+            retry=retry_if_result(_quick_retry),
+            retry_error_callback=_last_result,
+        )
+        result: T = await retrying(attempt)
+        return result
+
+    def _pause_if_asked(self, account: base.Account, result: object) -> None:
+        if isinstance(result, RetryLater) and result.delay_s:
+            self.throttle.pause(account.key, result.delay_s)

@@ -1,0 +1,97 @@
+"""Shared fixtures: a real PostgreSQL per session, one migrated template, a clone per test.
+
+TEST_DATABASE_URL points the suite at an existing server; otherwise an embedded server is
+started once per session in a temporary directory (procrastinate's template-clone pattern).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from orchestrator.store import migrations
+from orchestrator.store.embedded import EmbeddedPostgres
+
+TEMPLATE = "orchestrator_template"
+_counter = itertools.count()
+
+
+def with_database(dsn: str, name: str) -> str:
+    parts = urllib.parse.urlsplit(dsn)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def _admin(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _build_template(server_dsn: str) -> None:
+    await _admin(
+        server_dsn,
+        f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)",
+        f"CREATE DATABASE {TEMPLATE}",
+    )
+    conn = await asyncpg.connect(with_database(server_dsn, TEMPLATE))
+    try:
+        await migrations.migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The DSN of a server this session may create databases on."""
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    dsn = server.start()
+    try:
+        yield dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_dsn(pg_server: str) -> str:
+    asyncio.run(_build_template(pg_server))
+    return with_database(pg_server, TEMPLATE)
+
+
+@pytest.fixture
+def dsn(pg_server: str, template_dsn: str) -> Iterator[str]:
+    """A fresh, migrated database for one test, dropped afterwards."""
+    name = f"test_{os.getpid()}_{next(_counter)}"
+    asyncio.run(_admin(pg_server, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+    try:
+        yield with_database(pg_server, name)
+    finally:
+        asyncio.run(_admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+async def db(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the test's database, for assertions on what was stored."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
