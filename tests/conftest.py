@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
+import tempfile
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -51,18 +53,22 @@ async def _build_template(server_dsn: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server() -> Iterator[str]:
     """The DSN of a server this session may create databases on."""
     given = os.environ.get("TEST_DATABASE_URL")
     if given:
         yield given
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    # Not under pytest's basetemp: each pytest session resets that tree to mode 0700, which
+    # would lock the server's own system user out while another session is running.
+    data_dir = Path(tempfile.mkdtemp(prefix="orchestrator-test-pg-"))
+    server = EmbeddedPostgres(data_dir)
     dsn = server.start()
     try:
         yield dsn
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,11 @@ class Harness:
     sim_server: SimulatorServer
 
     async def enqueue(
-        self, resource_id: str, *, expect: int = 202, headers: dict[str, str] | None = None,
+        self,
+        resource_id: str,
+        *,
+        expect: int = 202,
+        headers: dict[str, str] | None = None,
         **fields: Any,
     ) -> dict[str, Any]:
         body = {"provider": "dropbox_sign", "resource_id": resource_id, **fields}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import asyncpg
+
+from orchestrator.web import keys
 from tests.integration.conftest import Harness
 
 
@@ -23,7 +26,9 @@ async def test_enqueue_send_and_confirm_by_callback(harness: Harness) -> None:
     submitted = datetime.fromisoformat(row["submitted_at"])
     assert confirm_by - submitted == timedelta(hours=1)
 
-    causes = [(e["from_status"], e["to_status"], e["cause"]) for e in await harness.events(created["id"])]
+    causes = [
+        (e["from_status"], e["to_status"], e["cause"]) for e in await harness.events(created["id"])
+    ]
     assert causes == [
         (None, "queued", "enqueued"),
         ("queued", "sending", "claimed"),
@@ -33,3 +38,232 @@ async def test_enqueue_send_and_confirm_by_callback(harness: Harness) -> None:
     stats = harness.sim_stats()
     assert stats["cancel_calls"] == 1
     assert harness.sim.get_request("dropbox_sign", "sr-happy")["state"] == "canceled"
+
+
+async def test_410_on_cancel_confirms_via_provider_response(harness: Harness) -> None:
+    harness.sim.seed_request("dropbox_sign", "sr-gone", "canceled")
+    created = await harness.enqueue("sr-gone")
+    await harness.dispatch()
+    row = await harness.get(created["id"])
+    assert (row["status"], row["outcome"], row["confirmed_via"]) == (
+        "confirmed",
+        "canceled",
+        "provider_response",
+    )
+
+
+async def test_completed_request_fails_with_the_providers_message(harness: Harness) -> None:
+    harness.sim.seed_request("dropbox_sign", "sr-signed", "completed")
+    created = await harness.enqueue("sr-signed")
+    await harness.dispatch()
+    row = await harness.get(created["id"])
+    assert (row["status"], row["outcome"]) == ("failed", "completed")
+    assert row["confirmed_via"] is None
+    assert "signed" in row["last_error"]["message"]
+    assert row["last_error"]["code"] == "completed"
+    assert harness.sim_stats()["cancel_calls"] == 1
+
+
+async def test_unknown_request_fails_as_not_found(harness: Harness) -> None:
+    harness.sim.seed_request("dropbox_sign", "sr-missing", "not_found")
+    created = await harness.enqueue("sr-missing")
+    await harness.dispatch()
+    row = await harness.get(created["id"])
+    assert (row["status"], row["outcome"]) == ("failed", "not_found")
+    assert row["last_error"]["code"] == "not_found"
+
+
+async def test_declined_request_is_confirmed_as_declined(harness: Harness) -> None:
+    harness.sim.seed_request("dropbox_sign", "sr-declined", "declined")
+    created = await harness.enqueue("sr-declined")
+    await harness.dispatch()
+    row = await harness.get(created["id"])
+    assert (row["status"], row["outcome"], row["confirmed_via"]) == (
+        "confirmed",
+        "declined",
+        "provider_response",
+    )
+
+
+async def test_dropped_callback_is_reconciled_after_the_timeout(harness: Harness) -> None:
+    harness.sim.configure({"dropbox_sign": {"drop_callback_rate": 1.0}})
+    created = await harness.enqueue("sr-dropped")
+    await harness.dispatch()
+    assert (await harness.get(created["id"]))["status"] == "awaiting_confirmation"
+
+    harness.advance(3599)
+    assert (await harness.sweep()).overdue == 0
+    harness.advance(2)
+    assert (await harness.sweep()).overdue == 1
+    row = await harness.get(created["id"])
+    assert row["status"] == "queued"
+
+    await harness.dispatch()
+    row = await harness.get(created["id"])
+    assert (row["status"], row["outcome"], row["confirmed_via"]) == (
+        "confirmed",
+        "canceled",
+        "reconciliation",
+    )
+    stats = harness.sim_stats()
+    assert (stats["cancel_calls"], stats["status_calls"]) == (1, 1)
+    causes = [e["cause"] for e in await harness.events(created["id"])]
+    assert causes[-3:] == ["confirmation_overdue", "claimed", "status_check"]
+
+
+async def test_lost_cancel_is_sent_again_after_a_status_check(harness: Harness) -> None:
+    harness.sim.configure({"dropbox_sign": {"lose_cancel_rate": 1.0}})
+    created = await harness.enqueue("sr-lost")
+    await harness.dispatch()
+    harness.sim.configure({"dropbox_sign": {"lose_cancel_rate": 0.0}})
+
+    harness.advance(3601)
+    await harness.sweep()
+    await harness.dispatch()
+    row = await harness.get(created["id"])
+    assert (row["status"], row["confirmed_via"], row["attempts"]) == ("confirmed", "webhook", 2)
+    stats = harness.sim_stats()
+    assert (stats["cancel_calls"], stats["status_calls"]) == (2, 1)
+
+
+async def test_overdue_row_is_reconciled_once_per_round(harness: Harness) -> None:
+    harness.sim.configure({"dropbox_sign": {"drop_callback_rate": 1.0}})
+    created = await harness.enqueue("sr-once")
+    await harness.dispatch()
+    harness.advance(3601)
+    first, second = await harness.sweep(), await harness.sweep()
+    assert (first.overdue, second.overdue) == (1, 0)
+    assert (await harness.get(created["id"]))["status"] == "queued"
+
+
+async def test_server_errors_are_retried_then_rescheduled_with_backoff(harness: Harness) -> None:
+    harness.sim.configure({"dropbox_sign": {"error_5xx_rate": 1.0}})
+    created = await harness.enqueue("sr-5xx")
+    await harness.dispatch()
+    row = await harness.get(created["id"])
+    assert row["status"] == "queued"
+    retry = [e for e in await harness.events(created["id"]) if e["cause"] == "retry_scheduled"]
+    assert retry[-1]["evidence"]["http_status"] >= 500
+    assert row["last_error"]["message"].endswith(str(retry[-1]["evidence"]["http_status"]))
+    # The in-process tries (three) happened before the durable reschedule.
+    assert harness.sim_stats()["cancel_calls"] == 3
+    next_at = datetime.fromisoformat(row["next_attempt_at"])
+    assert next_at > harness.clock.now()
+
+    harness.sim.configure({"dropbox_sign": {"error_5xx_rate": 0.0}})
+    assert await harness.dispatch() == 0  # not due yet
+    harness.advance((next_at - harness.clock.now()).total_seconds() + 0.01)
+    assert await harness.dispatch() == 1
+    row = await harness.get(created["id"])
+    assert (row["status"], row["attempts"]) == ("confirmed", 2)
+
+
+async def test_attempts_are_bounded_and_end_as_exhausted(harness: Harness) -> None:
+    harness.sim.configure({"dropbox_sign": {"error_5xx_rate": 1.0}})
+    created = await harness.enqueue("sr-exhaust")
+    for _ in range(20):
+        await harness.dispatch()
+        row = await harness.get(created["id"])
+        if row["status"] != "queued":
+            break
+        harness.advance(1000)
+    assert (row["status"], row["attempts"]) == ("failed", 8)
+    assert row["last_error"]["code"] == "exhausted"
+
+
+async def test_rate_limit_answer_is_honoured(harness: Harness) -> None:
+    harness.sim.configure({"dropbox_sign": {"rate_429": 1.0, "retry_after_s": 30}})
+    created = await harness.enqueue("sr-429")
+    await harness.dispatch()
+    row = await harness.get(created["id"])
+    assert row["status"] == "queued"
+    assert row["last_error"]["code"] == "exceeded_rate"
+    # The reset the provider announced (30 s) is a floor for the next attempt.
+    wait = datetime.fromisoformat(row["next_attempt_at"]) - harness.clock.now()
+    assert wait >= timedelta(seconds=29)
+    assert harness.sim_stats()["cancel_calls"] == 1  # no quick retry into a 429
+    assert "dropbox_sign:default" in harness.app[keys.DISPATCHER].throttle.blocked()
+
+
+async def test_callback_racing_the_cancel_answer_wins(harness: Harness) -> None:
+    """The callback lands while the cancel call is in flight; the late answer changes nothing."""
+    created = await harness.enqueue("sr-race")
+    dispatcher = harness.app[keys.DISPATCHER]
+    (row,) = await dispatcher.claim(10)
+    harness.sim.emit("dropbox_sign", "sr-race", "signature_request_canceled")
+    await harness.provider_idle()
+    assert (await harness.get(created["id"]))["status"] == "confirmed"
+
+    await dispatcher.process(row)  # the cancel's answer arrives after the callback
+    final = await harness.get(created["id"])
+    assert (final["status"], final["confirmed_via"]) == ("confirmed", "webhook")
+    confirmations = [
+        e for e in await harness.events(created["id"]) if e["to_status"] == "confirmed"
+    ]
+    assert len(confirmations) == 1
+
+
+async def test_all_signed_callback_fails_the_open_cancellation(harness: Harness) -> None:
+    harness.sim.configure({"dropbox_sign": {"lose_cancel_rate": 1.0}})
+    created = await harness.enqueue("sr-allsigned")
+    await harness.dispatch()
+    harness.sim.emit("dropbox_sign", "sr-allsigned", "signature_request_all_signed")
+    await harness.provider_idle()
+    row = await harness.get(created["id"])
+    assert (row["status"], row["outcome"], row["confirmed_via"]) == ("failed", "completed", None)
+
+
+async def test_event_before_enqueue_settles_the_cancellation_at_once(harness: Harness) -> None:
+    harness.sim.emit("dropbox_sign", "sr-early", "signature_request_canceled")
+    await harness.provider_idle()
+    created = await harness.enqueue("sr-early")
+    assert (created["status"], created["confirmed_via"]) == ("confirmed", "webhook")
+    assert await harness.dispatch() == 0
+    assert harness.sim_stats()["cancel_calls"] == 0
+
+
+async def test_duplicate_callbacks_are_stored_once(
+    harness: Harness, db: asyncpg.Connection
+) -> None:
+    harness.sim.configure({"dropbox_sign": {"duplicate_callback_rate": 1.0}})
+    created = await harness.enqueue("sr-dup")
+    await harness.dispatch()
+    assert harness.sim_stats()["callbacks_delivered"] >= 2
+    assert await db.fetchval("SELECT count(*) FROM webhook_inbox") == 1
+    confirmations = [
+        e for e in await harness.events(created["id"]) if e["to_status"] == "confirmed"
+    ]
+    assert len(confirmations) == 1
+
+
+async def test_idempotency(harness: Harness) -> None:
+    key = {"Idempotency-Key": "order-42"}
+    first = await harness.enqueue("sr-idem", headers=key, reason="r")
+    again = await harness.enqueue("sr-idem", headers=key, reason="r", expect=200)
+    assert again["id"] == first["id"]
+    conflict = await harness.client.post(
+        "/v1/cancellations",
+        json={"provider": "dropbox_sign", "resource_id": "sr-idem", "reason": "other"},
+        headers=key,
+    )
+    assert conflict.status == 409
+    assert conflict.content_type == "application/problem+json"
+
+    no_key = await harness.enqueue("sr-idem", expect=200)
+    assert no_key["id"] == first["id"]
+
+    await harness.dispatch()
+    assert (await harness.get(first["id"]))["status"] == "confirmed"
+    after_terminal = await harness.enqueue("sr-idem")
+    assert after_terminal["id"] != first["id"]
+    replay = await harness.enqueue("sr-idem", headers=key, reason="r", expect=200)
+    assert replay["id"] == first["id"]
+
+
+async def test_location_header_points_at_the_cancellation(harness: Harness) -> None:
+    response = await harness.client.post(
+        "/v1/cancellations", json={"provider": "dropbox_sign", "resource_id": "sr-loc"}
+    )
+    assert response.status == 202
+    follow = await harness.client.get(response.headers["Location"])
+    assert (await follow.json())["resource_id"] == "sr-loc"
