@@ -58,7 +58,9 @@ class ServiceProcess:
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.1)
-        raise TimeoutError(f"service not ready in {timeout_s}s: {self.log_path.read_text()[-3000:]}")
+        raise TimeoutError(
+            f"service not ready in {timeout_s}s: {self.log_path.read_text()[-3000:]}"
+        )
 
     def kill(self) -> None:
         assert self.proc is not None

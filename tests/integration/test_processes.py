@@ -49,10 +49,13 @@ async def enqueue_many(http: aiohttp.ClientSession, url: str, ids: list[str]) ->
     limit = asyncio.Semaphore(32)
 
     async def one(resource_id: str) -> str:
-        async with limit, http.post(
-            f"{url}/v1/cancellations",
-            json={"provider": "dropbox_sign", "resource_id": resource_id},
-        ) as response:
+        async with (
+            limit,
+            http.post(
+                f"{url}/v1/cancellations",
+                json={"provider": "dropbox_sign", "resource_id": resource_id},
+            ) as response,
+        ):
             assert response.status == 202, await response.text()
             return str((await response.json())["id"])
 
@@ -61,7 +64,9 @@ async def enqueue_many(http: aiohttp.ClientSession, url: str, ids: list[str]) ->
 
 async def terminal_count(db: asyncpg.Connection) -> int:
     return int(
-        await db.fetchval("SELECT count(*) FROM cancellations WHERE status IN ('confirmed', 'failed')")
+        await db.fetchval(
+            "SELECT count(*) FROM cancellations WHERE status IN ('confirmed', 'failed')"
+        )
     )
 
 

@@ -1,0 +1,114 @@
+"""Leases, fencing and several workers on one database."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+from aiohttp.test_utils import TestClient
+
+from orchestrator.web import keys
+from orchestrator.web.app import create_app
+from orchestrator.workers.dispatcher import DispatchConfig, Dispatcher
+from tests.integration.conftest import AiohttpClient, Harness, make_settings
+
+
+def second_dispatcher(harness: Harness, owner: str) -> Dispatcher:
+    first = harness.app[keys.DISPATCHER]
+    return Dispatcher(
+        first.store,
+        first.http,
+        first.providers,
+        first.accounts,
+        first.throttle,
+        first.policy,
+        DispatchConfig(batch=50, lease_s=first.config.lease_s),
+        harness.clock,
+        owner=owner,
+    )
+
+
+async def test_expired_lease_is_requeued_and_the_stale_worker_is_fenced_off(
+    harness: Harness,
+) -> None:
+    created = await harness.enqueue("sr-lease")
+    stale = harness.app[keys.DISPATCHER]
+    (row,) = await stale.claim(10)  # ... and then this worker stalls
+
+    harness.advance(stale.config.lease_s + 1)
+    report = await harness.sweep()
+    assert report.leases_expired == 1
+    assert (await harness.get(created["id"]))["status"] == "queued"
+
+    rescuer = second_dispatcher(harness, "rescuer")
+    assert await rescuer.run_once() == 1
+    await harness.provider_idle()
+    confirmed = await harness.get(created["id"])
+    assert confirmed["status"] == "confirmed"
+
+    await stale.process(row)  # the stalled worker wakes up with its old version
+    after = await harness.get(created["id"])
+    assert after == confirmed
+    assert [e["cause"] for e in await harness.events(created["id"])].count("lease_expired") == 1
+
+
+async def test_concurrent_dispatchers_never_claim_the_same_row(harness: Harness) -> None:
+    for n in range(60):
+        await harness.enqueue(f"sr-multi-{n}")
+    workers = [second_dispatcher(harness, f"worker-{i}") for i in range(3)]
+    batches = await asyncio.gather(*(w.claim(25) for w in workers))
+    ids = [row.id for batch in batches for row in batch]
+    assert len(ids) == 60
+    assert len(set(ids)) == 60
+
+
+async def test_database_down_gives_503_not_a_hang(
+    aiohttp_client: AiohttpClient, sim_server: Any, dsn: str
+) -> None:
+    dead = "postgresql://postgres@127.0.0.1:1/nowhere"
+    settings = make_settings(sim_server, dead)
+    client: TestClient[Any, Any] = await aiohttp_client(
+        create_app(settings, dead, run_workers=False)
+    )
+    response = await client.post(
+        "/v1/cancellations", json={"provider": "dropbox_sign", "resource_id": "sr-down"}
+    )
+    assert response.status == 503
+    assert response.content_type == "application/problem+json"
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_readyz_reports_a_schema_behind_the_code(
+    harness: Harness, db: asyncpg.Connection
+) -> None:
+    assert (await harness.client.get("/readyz")).status == 200
+    await db.execute("DELETE FROM schema_migrations")
+    response = await harness.client.get("/readyz")
+    assert response.status == 503
+    assert (await response.json())["expected"] == 1
+
+
+async def test_stats_follow_every_transition(harness: Harness) -> None:
+    harness.sim.seed_request("dropbox_sign", "sr-s2", "completed")
+    harness.sim.configure({"dropbox_sign": {"drop_callback_rate": 1.0}})
+    for resource in ("sr-s1", "sr-s2", "sr-s3"):
+        await harness.enqueue(resource)
+    stats = await (await harness.client.get("/v1/stats")).json()
+    assert (stats["total"], stats["queued"]) == (3, 3)
+    await harness.dispatch()
+    await harness.app[keys.SWEEPER].store.fold_counts()
+    stats = await (await harness.client.get("/v1/stats")).json()
+    assert stats["awaiting_confirmation"] == 2
+    assert stats["failed"] == 1
+    assert stats["total"] == 3
+    harness.advance(3601)
+    stats = await (await harness.client.get("/v1/stats")).json()
+    assert stats["overdue"] == 2
+    await harness.sweep()
+    await harness.dispatch()
+    stats = await (await harness.client.get("/v1/stats")).json()
+    assert (stats["confirmed"], stats["failed"], stats["overdue"]) == (2, 1, 0)
+    assert stats["last_confirmed_at"] is not None
