@@ -98,6 +98,9 @@ class Dispatcher:
         self._wake.set()
 
     async def claim(self, limit: int) -> list[Cancellation]:
+        limit = self.throttle.headroom(limit)
+        if limit == 0:
+            return []
         return await self.store.claim_due(
             self.clock.now(), limit, self.owner, self.config.lease_s, self.throttle.blocked()
         )

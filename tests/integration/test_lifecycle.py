@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import asyncpg
+import pytest
 
 from orchestrator.web import keys
 from tests.integration.conftest import Harness
@@ -267,3 +268,14 @@ async def test_location_header_points_at_the_cancellation(harness: Harness) -> N
     assert response.status == 202
     follow = await harness.client.get(response.headers["Location"])
     assert (await follow.json())["resource_id"] == "sr-loc"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"dropbox_sign_rate_limit_per_min": 3}])
+async def test_outgoing_calls_are_paced_per_account(harness: Harness) -> None:
+    for n in range(5):
+        await harness.enqueue(f"sr-paced-{n}")
+    assert await harness.dispatch() == 3
+    assert harness.sim_stats()["cancel_calls"] == 3
+    assert await harness.dispatch() == 0  # the account's bucket is empty for now
+    stats = await (await harness.client.get("/v1/stats")).json()
+    assert stats["queued"] == 2
