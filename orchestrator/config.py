@@ -1,12 +1,16 @@
-"""Settings, read once from the environment. Nothing else in the package reads os.environ."""
+"""Settings, read once from the environment (and ORCH_CONFIG). Nothing else reads os.environ."""
 
 from __future__ import annotations
 
+import os
+import tomllib
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
     PositiveFloat,
     PositiveInt,
@@ -47,6 +51,27 @@ class Settings(BaseSettings):
         100, validation_alias=_env("DROPBOX_SIGN_RATE_LIMIT_PER_MIN")
     )
 
+    truto_api_token: SecretStr | None = Field(None, validation_alias=_env("TRUTO_API_TOKEN"))
+    truto_base_url: str = Field("https://api.truto.one", validation_alias=_env("TRUTO_BASE_URL"))
+    truto_webhook_secret: SecretStr | None = Field(
+        None, validation_alias=_env("TRUTO_WEBHOOK_SECRET")
+    )
+    truto_rate_limit_per_min: PositiveFloat | None = Field(
+        None, validation_alias=_env("TRUTO_RATE_LIMIT_PER_MIN")
+    )
+    aptly_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("APTLY_TOKEN", "APTLY_API_TOKEN")
+    )
+    # Aptly publishes no production base URL: it must be configured.
+    aptly_base_url: str | None = Field(None, validation_alias=_env("APTLY_BASE_URL"))
+    aptly_rate_limit_per_min: PositiveFloat | None = Field(
+        None, validation_alias=_env("APTLY_RATE_LIMIT_PER_MIN")
+    )
+    webhook_replay_window_s: PositiveFloat = Field(
+        300, validation_alias=_env("ORCH_WEBHOOK_REPLAY_WINDOW_S")
+    )
+    accounts_file: Path | None = Field(None, validation_alias=_env("ORCH_CONFIG"))
+
     confirm_timeout_s: PositiveFloat = Field(3600, validation_alias=_env("ORCH_CONFIRM_TIMEOUT_S"))
     sweep_interval_s: PositiveFloat = Field(30, validation_alias=_env("ORCH_SWEEP_INTERVAL_S"))
     max_attempts: PositiveInt = Field(8, validation_alias=_env("ORCH_MAX_ATTEMPTS"))
@@ -81,12 +106,140 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
-    @field_validator("dropbox_sign_base_url")
+    @field_validator("dropbox_sign_base_url", "truto_base_url", "aptly_base_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+    def _http_url(cls, value: str | None) -> str | None:
+        return _check_url(value)
+
+    def accounts(self) -> list[AccountSettings]:
+        """Every configured account: one per provider from the variables above, then the
+        accounts of ORCH_CONFIG (a TOML file), whose secrets come from the variables it names."""
+        accounts = [
+            AccountSettings(
+                provider="dropbox_sign",
+                name="default",
+                base_url=self.dropbox_sign_base_url,
+                secret=self.dropbox_sign_api_key,
+                rate_limit_per_min=self.dropbox_sign_rate_limit_per_min,
+            ),
+            AccountSettings(
+                provider="truto",
+                name="default",
+                base_url=self.truto_base_url,
+                secret=self.truto_api_token,
+                webhook_secret=self.truto_webhook_secret,
+                rate_limit_per_min=self.truto_rate_limit_per_min,
+            ),
+            AccountSettings(
+                provider="aptly",
+                name="default",
+                base_url=self.aptly_base_url,
+                secret=self.aptly_token,
+                rate_limit_per_min=self.aptly_rate_limit_per_min,
+            ),
+        ]
+        if self.accounts_file is not None:
+            accounts = _merge(accounts, read_accounts_file(self.accounts_file))
+        return accounts
+
+
+def _check_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+class AccountSettings(BaseModel):
+    """One account at one provider. Secrets are read from the environment, never the file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    base_url: str | None = None
+    secret: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    rate_limit_per_min: PositiveFloat | None = None
+    account_id: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _check_url(value)
+
+
+class _FileAccount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    base_url: str | None = None
+    secret_env: str | None = None
+    webhook_secret_env: str | None = None
+    rate_limit_per_min: PositiveFloat | None = None
+    account_id: str | None = None
+
+
+class _AccountsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    accounts: list[_FileAccount] = Field(default_factory=list)
+
+
+def read_accounts_file(path: Path) -> list[AccountSettings]:
+    try:
+        data = tomllib.loads(path.read_text())
+        parsed = _AccountsFile.model_validate(data)
+    except OSError as exc:
+        raise ConfigError(f"ORCH_CONFIG: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"ORCH_CONFIG: {path} is not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"ORCH_CONFIG: {path}: {where}") from None
+    accounts = []
+    for entry in parsed.accounts:
+        try:
+            accounts.append(
+                AccountSettings(
+                    provider=entry.provider,
+                    name=entry.name,
+                    base_url=entry.base_url,
+                    secret=_secret_from_env(entry.secret_env),
+                    webhook_secret=_secret_from_env(entry.webhook_secret_env),
+                    rate_limit_per_min=entry.rate_limit_per_min,
+                    account_id=entry.account_id,
+                )
+            )
+        except ValidationError as exc:
+            raise ConfigError(
+                f"ORCH_CONFIG: account {entry.name!r}: {exc.errors()[0]['msg']}"
+            ) from None
+    return accounts
+
+
+def _secret_from_env(variable: str | None) -> SecretStr | None:
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(f"{variable}: not set (named by ORCH_CONFIG)")
+    return SecretStr(value)
+
+
+def _merge(base: list[AccountSettings], extra: list[AccountSettings]) -> list[AccountSettings]:
+    """Accounts from the file replace the environment's account of the same provider and name."""
+    merged = {(a.provider, a.name): a for a in base}
+    seen: set[tuple[str, str]] = set()
+    for account in extra:
+        key = (account.provider, account.name)
+        if key in seen:
+            raise ConfigError(f"ORCH_CONFIG: account {account.name!r} of {account.provider} twice")
+        seen.add(key)
+        merged[key] = account
+    return list(merged.values())
 
 
 def _variable_name(field: str) -> str:

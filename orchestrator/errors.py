@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 
 class OrchestratorError(Exception):
     status = 500
@@ -37,6 +39,16 @@ class InvalidRequest(OrchestratorError):
 
     def __init__(self, detail: str, errors: list[dict[str, str]]) -> None:
         super().__init__(detail, errors=errors)
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, what: str, prefix: str = "") -> InvalidRequest:
+        fields = []
+        for error in exc.errors(include_url=False):
+            field = ".".join(str(part) for part in error["loc"]) or "body"
+            message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+            fields.append({"field": prefix + field, "message": message})
+        names = ", ".join(f["field"] for f in fields)
+        return cls(f"the {what} is invalid: {names}", fields)
 
 
 class BadRequest(OrchestratorError):

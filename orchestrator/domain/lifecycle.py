@@ -89,6 +89,7 @@ def settle(result: Settled, via: ConfirmedVia, cause: str) -> Decision:
         error=ErrorInfo(
             code=result.error_code or result.outcome.value,
             message=result.error_message or f"the request is {result.outcome.value}",
+            details=result.error_details,
         ),
     )
 
@@ -96,7 +97,7 @@ def settle(result: Settled, via: ConfirmedVia, cause: str) -> Decision:
 def retry(
     result: RetryLater, attempts: int, now: datetime, policy: Policy, rng: random.Random | None
 ) -> Decision:
-    error = ErrorInfo(code=result.code, message=result.message)
+    error = ErrorInfo(code=result.code, message=result.message, details=result.details)
     if attempts >= policy.max_attempts:
         return Decision(
             status=Status.FAILED,
@@ -105,7 +106,7 @@ def retry(
             error=ErrorInfo(
                 code=EXHAUSTED,
                 message=f"gave up after {attempts} attempts; last error: {result.message}",
-                details={"last_code": result.code},
+                details={"last_code": result.code, **(result.details or {})},
             ),
         )
     delay = backoff_s(attempts, policy, result.delay_s, rng)

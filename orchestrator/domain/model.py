@@ -68,6 +68,7 @@ class Settled:
     provider_state: dict[str, Any] | None = None
     error_code: str | None = None
     error_message: str | None = None
+    error_details: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class RetryLater:
     message: str
     delay_s: float | None = None
     evidence: Evidence = field(default_factory=dict)
+    details: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

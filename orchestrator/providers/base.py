@@ -192,9 +192,17 @@ class Provider(abc.ABC):
         return StillOpen({"status_check": "not offered by this provider"})
 
     def parse_webhook(
-        self, headers: Mapping[str, str], body: bytes, accounts: list[Account], now: float
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        accounts: list[Account],
+        now: float,
+        replay_window_s: float = 300.0,
     ) -> WebhookEvent:
-        """Verify, then parse; raise WebhookRejected. Adapters without webhooks refuse all."""
+        """Verify, then parse; raise WebhookRejected. Adapters without webhooks refuse all.
+
+        `now` and `replay_window_s` let an adapter refuse stale events where the provider's
+        events carry a creation time meant for that."""
         from orchestrator import errors
 
         raise errors.WebhookRejected(404, f"{self.name} sends no webhooks")

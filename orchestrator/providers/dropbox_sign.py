@@ -176,7 +176,10 @@ class DropboxSign(base.Provider):
         body: bytes,
         accounts: list[base.Account],
         now: float,
+        replay_window_s: float = 300.0,
     ) -> WebhookEvent:
+        """Dropbox Sign retries a delivery for days, so old events are legitimate: a replay
+        is caught by the inbox's duplicate key instead of a time window."""
         payload = _decode_body(headers.get("Content-Type", ""), body)
         event = payload.get("event")
         if not isinstance(event, dict):

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from orchestrator.config import Settings
+from orchestrator.config import ConfigError, Settings
 from orchestrator.providers import base
+from orchestrator.providers.aptly import Aptly
 from orchestrator.providers.dropbox_sign import DropboxSign
+from orchestrator.providers.truto import Truto
 
-PROVIDERS: dict[str, base.Provider] = {provider.name: provider for provider in (DropboxSign(),)}
+PROVIDERS: dict[str, base.Provider] = {
+    provider.name: provider for provider in (DropboxSign(), Truto(), Aptly())
+}
 
 WEBHOOK_ROUTES: dict[str, base.Provider] = {
     name: provider for provider in PROVIDERS.values() for name in provider.webhook_names
@@ -35,15 +39,21 @@ class Accounts:
 
 
 def accounts_from_settings(settings: Settings) -> Accounts:
-    """The single-account configuration from environment variables."""
-    return Accounts(
-        [
+    """The environment's one account per provider, plus those of ORCH_CONFIG."""
+    accounts = []
+    for entry in settings.accounts():
+        if entry.provider not in PROVIDERS:
+            known = ", ".join(sorted(PROVIDERS))
+            raise ConfigError(f"ORCH_CONFIG: unknown provider {entry.provider!r} (known: {known})")
+        accounts.append(
             base.Account(
-                provider="dropbox_sign",
-                name="default",
-                base_url=settings.dropbox_sign_base_url,
-                secret=settings.dropbox_sign_api_key,
-                rate_limit_per_min=settings.dropbox_sign_rate_limit_per_min,
-            ),
-        ]
-    )
+                provider=entry.provider,
+                name=entry.name,
+                base_url=entry.base_url,
+                secret=entry.secret,
+                webhook_secret=entry.webhook_secret,
+                rate_limit_per_min=entry.rate_limit_per_min,
+                account_id=entry.account_id,
+            )
+        )
+    return Accounts(accounts)

@@ -49,11 +49,13 @@ FROM cancellation_events WHERE cancellation_id = $1 ORDER BY id;
 
 -- name: claim_due
 -- Take up to $2 due rows under a lease; attempts and the fencing token move with the claim.
--- $4 lists provider:account pairs that are throttled right now and must be left alone.
+-- $4 lists provider:account pairs to leave alone (throttled); $6, if not null, the only ones
+-- to take.
 WITH due AS (
     SELECT id FROM cancellations
     WHERE status = 'queued' AND next_attempt_at <= $1
       AND NOT (provider || ':' || account = ANY ($4::text[]))
+      AND ($6::text[] IS NULL OR provider || ':' || account = ANY ($6::text[]))
     ORDER BY next_attempt_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED

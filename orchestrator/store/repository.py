@@ -236,10 +236,20 @@ class Store:
     # --- the dispatcher's side ----------------------------------------------------------
 
     async def claim_due(
-        self, now: datetime, limit: int, owner: str, lease_s: float, blocked: list[str]
+        self,
+        now: datetime,
+        limit: int,
+        owner: str,
+        lease_s: float,
+        *,
+        exclude: list[str],
+        only: list[str] | None = None,
     ) -> list[Cancellation]:
+        """Lease up to `limit` due rows; accounts are named "provider:account"."""
         async with translate_errors():
-            records = await self.pool.fetch(Q["claim_due"], now, limit, owner, blocked, lease_s)
+            records = await self.pool.fetch(
+                Q["claim_due"], now, limit, owner, exclude, lease_s, only
+            )
         return [Cancellation.from_record(r) for r in records]
 
     async def apply(

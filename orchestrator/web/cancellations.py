@@ -11,7 +11,6 @@ from orchestrator import errors
 from orchestrator.store.repository import NewCancellation
 from orchestrator.web import keys, schemas
 from orchestrator.web.json import json_response
-from orchestrator.web.problems import invalid
 
 routes = web.RouteTableDef()
 
@@ -37,7 +36,7 @@ async def _read_request(request: web.Request) -> schemas.CancellationIn:
             raise errors.InvalidRequest(
                 "the body must be a JSON object", [{"field": "body", "message": "not an object"}]
             ) from None
-        raise invalid(exc, "cancellation") from None
+        raise errors.InvalidRequest.from_validation(exc, "cancellation") from None
 
 
 @routes.post("/v1/cancellations")
@@ -120,7 +119,7 @@ async def list_all(request: web.Request) -> web.Response:
     try:
         query = schemas.ListQuery.model_validate(dict(request.query))
     except ValidationError as exc:
-        raise invalid(exc, "query") from None
+        raise errors.InvalidRequest.from_validation(exc, "query") from None
     rows = await request.app[keys.STORE].list_cancellations(
         status=query.status.value if query.status else None,
         provider=query.provider,

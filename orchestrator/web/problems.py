@@ -7,7 +7,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import ValidationError
 
 from orchestrator import errors
 
@@ -32,23 +31,6 @@ def problem(
         content_type=CONTENT_TYPE,
         headers=headers,
     )
-
-
-def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
-    found = []
-    for error in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in error["loc"]) or "body"
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        found.append({"field": prefix + field, "message": message})
-    return found
-
-
-def invalid(exc: ValidationError, what: str, prefix: str = "") -> errors.InvalidRequest:
-    fields = validation_errors(exc, prefix)
-    names = ", ".join(f["field"] for f in fields)
-    return errors.InvalidRequest(f"the {what} is invalid: {names}", fields)
 
 
 @web.middleware

@@ -23,7 +23,13 @@ async def receive(request: web.Request) -> web.Response:
         raise errors.NotFound(f"no webhook endpoint for {request.match_info['name']!r}")
     body = await request.read()  # bounded by client_max_size: a larger body is a 413
     accounts = request.app[keys.ACCOUNTS].for_provider(provider.name)
-    event = provider.parse_webhook(request.headers, body, accounts, time.time())
+    event = provider.parse_webhook(
+        request.headers,
+        body,
+        accounts,
+        time.time(),
+        request.app[keys.SETTINGS].webhook_replay_window_s,
+    )
     outcome = await request.app[keys.STORE].record_webhook(event, request.app[keys.CLOCK].now())
     log.info(
         "webhook %s %s for %s: %s",

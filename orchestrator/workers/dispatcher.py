@@ -98,12 +98,20 @@ class Dispatcher:
         self._wake.set()
 
     async def claim(self, limit: int) -> list[Cancellation]:
-        limit = self.throttle.headroom(limit)
-        if limit == 0:
-            return []
-        return await self.store.claim_due(
-            self.clock.now(), limit, self.owner, self.config.lease_s, self.throttle.blocked()
-        )
+        """Lease up to `limit` due rows, each rate-limited account no more than it may send."""
+        now, lease = self.clock.now(), self.config.lease_s
+        claimed: list[Cancellation] = []
+        for key, room in self.throttle.headroom(limit).items():
+            if len(claimed) < limit:
+                claimed += await self.store.claim_due(
+                    now, min(room, limit - len(claimed)), self.owner, lease, exclude=[], only=[key]
+                )
+        if len(claimed) < limit:
+            exclude = self.throttle.limited() + self.throttle.paused()
+            claimed += await self.store.claim_due(
+                now, limit - len(claimed), self.owner, lease, exclude=exclude
+            )
+        return claimed
 
     async def run_once(self) -> int:
         """Claim one batch and see every row of it through; returns how many were claimed."""

@@ -22,39 +22,37 @@ class Throttle:
             a.key: AsyncLimiter(a.rate_limit_per_min, 60) for a in accounts if a.rate_limit_per_min
         }
         self._paused_until: dict[str, float] = {}
-        self._accounts = len(accounts)
 
     def pause(self, key: str, seconds: float) -> None:
         until = time.monotonic() + seconds
         self._paused_until[key] = max(until, self._paused_until.get(key, 0.0))
 
-    def blocked(self) -> list[str]:
-        """Accounts that must not be claimed for now: paused, or with no capacity left."""
+    def paused(self) -> list[str]:
         now = time.monotonic()
-        keys = [k for k, until in self._paused_until.items() if until > now]
-        keys += [k for k, limiter in self._limiters.items() if not limiter.has_capacity()]
-        return keys
+        return [k for k, until in self._paused_until.items() if until > now]
 
-    def headroom(self, most: int) -> int:
-        """How many calls (at most `most`) some unblocked account could make right now.
+    def limited(self) -> list[str]:
+        return list(self._limiters)
 
-        The dispatcher claims no more than this, so claimed rows do not sit out their lease
-        waiting for the limiter. With several accounts it is the largest headroom of any.
-        """
-        if not self._limiters:
-            return most
-        best = 0
-        for limiter in self._limiters.values():
-            low, high = best, most  # the largest n in [low, high] with capacity for n
+    def headroom(self, most: int) -> dict[str, int]:
+        """For each rate-limited account not paused: how many calls (up to `most`) it may make
+        right now. The dispatcher claims no more, so claimed rows never sit out their lease
+        waiting for the limiter."""
+        paused = set(self.paused())
+        rooms = {}
+        for key, limiter in self._limiters.items():
+            if key in paused:
+                continue
+            low, high = 0, most  # the largest n with capacity for n calls
             while low < high:
                 mid = (low + high + 1) // 2
                 if limiter.has_capacity(mid):
                     low = mid
                 else:
                     high = mid - 1
-            best = low
-        unlimited = len(self._limiters) < self._accounts
-        return most if unlimited else best
+            if low:
+                rooms[key] = low
+        return rooms
 
     async def acquire(self, key: str) -> None:
         # A pause can be extended while we sleep (another 429), hence the loop.

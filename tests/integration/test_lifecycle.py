@@ -183,7 +183,7 @@ async def test_rate_limit_answer_is_honoured(harness: Harness) -> None:
     wait = datetime.fromisoformat(row["next_attempt_at"]) - harness.clock.now()
     assert wait >= timedelta(seconds=29)
     assert harness.sim_stats()["cancel_calls"] == 1  # no quick retry into a 429
-    assert "dropbox_sign:default" in harness.app[keys.DISPATCHER].throttle.blocked()
+    assert "dropbox_sign:default" in harness.app[keys.DISPATCHER].throttle.paused()
 
 
 async def test_callback_racing_the_cancel_answer_wins(harness: Harness) -> None:

@@ -1,0 +1,177 @@
+"""Truto's unified e-signature API: the cancel's 2xx answer is the confirmation.
+
+POST {base}/unified/e-signature/workflows/cancel?integrated_account_id=..., Bearer token,
+body {id, message, remote_data}. Errors are {statusCode, error, message}; those from the
+provider behind Truto add truto_is_remote_error and raw_response, kept in last_error.
+Webhooks are signed: X-Truto-Signature: format=sha256,v=<hex or base64 HMAC of the body>.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from orchestrator import errors
+from orchestrator.domain.model import CancelResult, Outcome, RetryLater, Settled, WebhookEvent
+from orchestrator.providers import base
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+class TrutoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    integrated_account_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    message: NonEmpty
+    remote_data: dict[str, Any] = Field(default_factory=dict)
+
+
+def signature(secret: str, body: bytes) -> bytes:
+    return hmac.new(secret.encode(), body, hashlib.sha256).digest()
+
+
+def _error_fields(answer: base.Answer) -> tuple[str, str, dict[str, Any] | None]:
+    body = answer.body if isinstance(answer.body, dict) else {}
+    code = str(body.get("error") or f"http_{answer.status}").lower().replace(" ", "_")
+    message = str(body.get("message") or f"{answer.path} answered {answer.status}")
+    details = None
+    if body.get("truto_is_remote_error"):
+        details = {"truto_is_remote_error": True, "raw_response": body.get("raw_response")}
+    return code, message, details
+
+
+class Truto(base.Provider):
+    name = "truto"
+    webhook_names = ("truto",)
+
+    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return TrutoParams.model_validate(params).model_dump()
+        except ValidationError as exc:
+            raise errors.InvalidRequest.from_validation(
+                exc, "params for truto", prefix="params."
+            ) from None
+
+    def check_account(self, account: base.Account) -> str | None:
+        if account.secret is None:
+            return f"truto account {account.name!r} has no API token (TRUTO_API_TOKEN)"
+        return None
+
+    async def cancel(
+        self, http: aiohttp.ClientSession, account: base.Account, target: base.Target
+    ) -> CancelResult:
+        assert account.secret is not None
+        params = TrutoParams.model_validate(target.params)
+        path = "/unified/e-signature/workflows/cancel"
+        answer = await base.call(
+            http,
+            "POST",
+            f"{account.base_url}{path}",
+            path,
+            params={"integrated_account_id": params.integrated_account_id},
+            headers={"Authorization": f"Bearer {account.secret.get_secret_value()}"},
+            json={
+                "id": target.resource_id,
+                "message": params.message,
+                "remote_data": params.remote_data,
+            },
+        )
+        if isinstance(answer, RetryLater):
+            return answer
+        code, message, details = _error_fields(answer)
+        if 200 <= answer.status < 300:
+            workflow = answer.body if isinstance(answer.body, dict) else {}
+            state = {k: workflow.get(k) for k in ("id", "status", "stage") if k in workflow}
+            return Settled(Outcome.CANCELED, True, answer.evidence(), provider_state=state)
+        if answer.status in (401, 408, 429) or answer.status >= 500:
+            retry = base.transient(answer, code=code)
+            return RetryLater(retry.code, message, retry.delay_s, retry.evidence, details)
+        outcome = Outcome.NOT_FOUND if answer.status == 404 else Outcome.NOT_CANCELABLE
+        return Settled(
+            outcome,
+            False,
+            answer.evidence(),
+            error_code=code,
+            error_message=message,
+            error_details=details,
+        )
+
+    def parse_webhook(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        accounts: list[base.Account],
+        now: float,
+        replay_window_s: float = 300.0,
+    ) -> WebhookEvent:
+        account = _verify(headers.get("X-Truto-Signature", ""), body, accounts)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise errors.WebhookRejected(400, "the webhook body is not valid JSON") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
+            raise errors.WebhookRejected(400, "the webhook needs an 'id'")
+        created = _timestamp(payload.get("created_at"))
+        if created is None:
+            raise errors.WebhookRejected(400, "the webhook needs a 'created_at' time")
+        if now - created > replay_window_s:
+            raise errors.WebhookRejected(
+                401, f"the event is older than the {replay_window_s:.0f}s replay window"
+            )
+        event_payload = payload.get("payload")
+        resource_id = None
+        if isinstance(event_payload, dict):
+            record = event_payload.get("record") or event_payload
+            if isinstance(record, dict) and isinstance(record.get("id"), str):
+                resource_id = record["id"]
+        return WebhookEvent(
+            provider=self.name,
+            account=account.name,
+            resource_id=resource_id,
+            event_type=str(payload.get("event") or "unknown"),
+            event_time=created,
+            dedupe_key=payload["id"],
+            payload=payload,
+            effect=None,  # the cancel's own answer confirms; events are kept for the record
+        )
+
+
+def _verify(header: str, body: bytes, accounts: list[base.Account]) -> base.Account:
+    """Check the signature before anything in the body is read."""
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    if parts.get("format") != "sha256" or not parts.get("v"):
+        raise errors.WebhookRejected(401, "missing or malformed X-Truto-Signature")
+    given = parts["v"].strip()
+    candidates: list[bytes] = []
+    with contextlib.suppress(ValueError):
+        candidates.append(bytes.fromhex(given))
+    with contextlib.suppress(binascii.Error, ValueError):
+        candidates.append(base64.b64decode(given, validate=True))
+    for account in accounts:
+        if account.webhook_secret is None:
+            continue
+        expected = signature(account.webhook_secret.get_secret_value(), body)
+        if any(hmac.compare_digest(expected, c) for c in candidates):
+            return account
+    raise errors.WebhookRejected(401, "X-Truto-Signature does not match any webhook secret")
+
+
+def _timestamp(value: object) -> float | None:
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
