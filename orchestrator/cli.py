@@ -19,6 +19,7 @@ from tenacity import (
 )
 
 from orchestrator.config import ConfigError, Settings, load_settings
+from orchestrator.providers import registry
 from orchestrator.store import migrations
 from orchestrator.store.db import CONNECTION_ERRORS
 from orchestrator.store.embedded import EmbeddedPostgres
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings()
+        registry.accounts_from_settings(settings)  # a wrong ORCH_CONFIG stops start-up too
     except ConfigError as exc:
         print(f"orchestrator: {exc}", file=sys.stderr)
         return 2

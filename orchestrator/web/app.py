@@ -88,7 +88,7 @@ def create_app(
             app[keys.HTTP],
             app[keys.PROVIDERS],
             app[keys.ACCOUNTS],
-            Throttle(app[keys.ACCOUNTS].all()),
+            Throttle(app[keys.ACCOUNTS].all(), app[keys.CLOCK]),
             policy_from(settings),
             DispatchConfig(
                 batch=settings.dispatch_batch,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from aiolimiter import AsyncLimiter
 
+from orchestrator.clock import Clock, SystemClock
 from orchestrator.providers.base import Account
 
 
@@ -17,18 +17,22 @@ class Throttle:
     instance when running more than one.
     """
 
-    def __init__(self, accounts: list[Account]) -> None:
+    def __init__(self, accounts: list[Account], clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
         self._limiters = {
             a.key: AsyncLimiter(a.rate_limit_per_min, 60) for a in accounts if a.rate_limit_per_min
         }
         self._paused_until: dict[str, float] = {}
 
+    def _now(self) -> float:
+        return self._clock.now().timestamp()
+
     def pause(self, key: str, seconds: float) -> None:
-        until = time.monotonic() + seconds
+        until = self._now() + seconds
         self._paused_until[key] = max(until, self._paused_until.get(key, 0.0))
 
     def paused(self) -> list[str]:
-        now = time.monotonic()
+        now = self._now()
         return [k for k, until in self._paused_until.items() if until > now]
 
     def limited(self) -> list[str]:
@@ -55,8 +59,8 @@ class Throttle:
         return rooms
 
     async def acquire(self, key: str) -> None:
-        # A pause can be extended while we sleep (another 429), hence the loop.
-        while (wait := self._paused_until.get(key, 0.0) - time.monotonic()) > 0:  # noqa: ASYNC110
+        wait = self._paused_until.get(key, 0.0) - self._now()
+        if wait > 0:
             await asyncio.sleep(wait)
         limiter = self._limiters.get(key)
         if limiter is not None:

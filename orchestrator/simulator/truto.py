@@ -1,0 +1,201 @@
+"""Truto stand-in: ``POST /unified/e-signature/workflows/cancel?integrated_account_id=...``.
+
+Truto answers synchronously: the 200 carries the cancelled workflow, so there is no queued
+state and no lost cancel here. Errors that come from the provider behind Truto (Ironclad)
+carry ``truto_is_remote_error`` and the ``raw_response``; the rate limit is per integrated
+account, with Truto's normalised ``ratelimit-*`` headers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import http
+import json
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from orchestrator.simulator import delivery
+from orchestrator.simulator.base import CommonSettings, ProviderSimulator, RequestRecord, iso
+from orchestrator.simulator.faults import Faults
+
+CANCEL_PATH = "/unified/e-signature/workflows/cancel"
+
+
+@dataclasses.dataclass
+class TrutoSettings(CommonSettings):
+    token: str = "sim-truto-token"
+    webhook_url: str | None = None
+    webhook_secret: str = "sim-truto-webhook-secret"
+    environment_id: str = "sim-environment"
+    webhook_id: str = "sim-webhook"
+    webhook_max_tries: int = 4
+    webhook_backoff_s: float = 0.2
+    webhook_backoff_max_s: float = 5.0
+    webhook_timeout_s: float = 5.0
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The ``X-Truto-Signature`` header value for ``body``."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return f"format=sha256,v={digest}"
+
+
+def _error(status: int, message: str, raw: dict[str, Any] | None = None) -> web.Response:
+    body: dict[str, Any] = {
+        "statusCode": status,
+        "error": http.HTTPStatus(status).phrase,
+        "message": message,
+    }
+    if raw is not None:
+        body["truto_is_remote_error"] = True
+        body["raw_response"] = raw
+    return web.json_response(body, status=status)
+
+
+class TrutoSimulator(ProviderSimulator):
+    name = "truto"
+    settings: TrutoSettings
+
+    def __init__(self, settings: TrutoSettings | None = None, faults: Faults | None = None) -> None:
+        super().__init__(settings or TrutoSettings(), faults)
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(CANCEL_PATH, self._handle_cancel)
+        return app
+
+    # --- ProviderSimulator hooks ------------------------------------------------------
+
+    def authenticate(self, request: web.Request) -> str | None:
+        """The rate-limit account is the integrated account: that is what Truto meters."""
+        if request.headers.get("Authorization", "") != f"Bearer {self.settings.token}":
+            return None
+        return request.query.get("integrated_account_id", "")
+
+    def unauthorized_response(self) -> web.Response:
+        return _error(401, "Invalid API token")
+
+    def rate_limited_response(self, now: float, until: float, limit: int) -> web.Response:
+        response = _error(429, "Rate limit exceeded")
+        response.headers["ratelimit-limit"] = str(limit)
+        response.headers["ratelimit-remaining"] = "0"
+        response.headers["ratelimit-reset"] = str(round(until - now))
+        return response
+
+    def server_error_response(self, status: int) -> web.Response:
+        return _error(status, f"{http.HTTPStatus(status).phrase} (simulated)")
+
+    # --- the API ----------------------------------------------------------------------
+
+    async def _handle_cancel(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body: Any = json.loads(await request.read() or b"null")
+        except ValueError:
+            body = None
+        request_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(request_id, str) or not request_id:
+            request_id = None
+        return await self.serve(
+            request, "cancel", request_id, lambda _: self._cancel(request, body)
+        )
+
+    async def _cancel(self, request: web.Request, body: Any) -> web.Response:
+        if not request.query.get("integrated_account_id"):
+            return _error(400, "integrated_account_id is required")
+        if not isinstance(body, dict):
+            return _error(400, "Request body must be a JSON object")
+        for field in ("id", "message"):
+            if not isinstance(body.get(field), str) or not body[field]:
+                return _error(400, f"{field} is required")
+        remote_data = body.get("remote_data", {})
+        if not isinstance(remote_data, dict):
+            return _error(400, "remote_data must be an object")
+        rec = self.record(body["id"])
+        if rec.state == "open":
+            rec.state = "canceled"
+            rec.canceled_at = time.time()
+            rec.last_cancel_body = body
+            return web.json_response(self.workflow(rec))
+        if rec.state == "canceled":
+            rec.duplicate_cancel_calls += 1
+            self.counters.duplicate_cancel_calls += 1
+            return web.json_response(self.workflow(rec))
+        if rec.state == "not_found":
+            raw = {"code": "NOT_FOUND", "message": f"Workflow {rec.id} does not exist"}
+            return _error(404, "Workflow not found", raw)
+        code = f"WORKFLOW_{rec.state.upper()}"
+        raw = {"code": code, "message": f"Cannot cancel a workflow that is {rec.state}"}
+        return _error(409, f"Workflow is already {rec.state}", raw)
+
+    def workflow(self, rec: RequestRecord) -> dict[str, Any]:
+        """The unified workflow object, as in the cancel page's response body."""
+        cancelled = rec.state == "canceled"
+        updated = iso(rec.canceled_at or rec.created_at)
+        body = rec.last_cancel_body if isinstance(rec.last_cancel_body, dict) else {}
+        stage = (
+            {"id": "cancelled", "name": "Cancelled"}
+            if cancelled
+            else {"id": "review", "name": "Review"}
+        )
+        return {
+            "id": rec.id,
+            "name": f"Simulated workflow {rec.id}",
+            "description": None,
+            "type": "contract",
+            "status": "inactive" if cancelled else "active",
+            "stage": stage,
+            "created_at": iso(rec.created_at),
+            "updated_at": updated,
+            "created_by": {"id": "sim-user", "name": "Simulated User"},
+            "custom_fields": {},
+            "urls": [{"type": "view", "url": f"https://ironclad.example/workflows/{rec.id}"}],
+            "remote_data": {
+                "id": rec.id,
+                "status": "cancelled" if cancelled else "active",
+                "step": stage["name"],
+                "lastUpdated": updated,
+                "comment": body.get("message"),
+            },
+        }
+
+    # --- webhooks ---------------------------------------------------------------------
+
+    def emit_webhook(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send a webhook to ``settings.webhook_url``; any 2xx counts as delivered."""
+        message = {
+            "id": str(uuid.uuid4()),
+            "event": event,
+            "payload": payload,
+            "environment_id": self.settings.environment_id,
+            "created_at": iso(time.time()),
+            "webhook_id": self.settings.webhook_id,
+        }
+        self.events.append(message)
+        raw = json.dumps(message).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Truto-Signature": signature(self.settings.webhook_secret, raw),
+        }
+        s = self.settings
+        policy = delivery.RetryPolicy(
+            max_tries=s.webhook_max_tries,
+            backoff_s=s.webhook_backoff_s,
+            backoff_max_s=s.webhook_backoff_max_s,
+            timeout_s=s.webhook_timeout_s,
+        )
+        delivery.send(self, s.webhook_url, raw, headers, _accepted, policy)
+        return message
+
+    def emit(self, request_id: str | None, event_type: str) -> dict[str, Any]:
+        """A webhook about one workflow, carrying its current unified object."""
+        payload = {} if request_id is None else self.workflow(self.record(request_id))
+        return self.emit_webhook(event_type, payload)
+
+
+def _accepted(status: int, _text: str) -> bool:
+    return 200 <= status < 300
