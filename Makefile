@@ -24,6 +24,9 @@ test-faults: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/orchestrator serve
 
+demo: $(STAMP)
+	$(VENV)/bin/orchestrator demo $(DEMO_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check orchestrator tests
 	$(VENV)/bin/ruff format --check orchestrator tests

@@ -105,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run the HTTP API, the dispatcher and the sweeper")
     sub.add_parser("migrate", help="apply pending database migrations and exit")
     sub.add_parser("simulate", help="run the provider simulators on loopback (see --help)")
+    demo = sub.add_parser("demo", help="the whole job end to end on this machine, self-checked")
+    demo.add_argument("--count", type=int, default=300, help="cancels in the batch")
+    demo.add_argument("--drop-rate", type=float, default=0.1, help="share of callbacks dropped")
+    demo.add_argument("--error-rate", type=float, default=0.05, help="share of 5xx answers")
+    demo.add_argument("--rate-429", type=float, default=0.03, help="share of 429 answers")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--keep-running", action="store_true", help="keep serving afterwards")
     args = parser.parse_args(argv)
 
     try:
@@ -116,6 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(settings.log_level)
     if args.command == "serve":
         return cmd_serve(settings)
+    if args.command == "demo":
+        from orchestrator import demo as demo_module
+
+        return demo_module.main(
+            demo_module.DemoOptions(
+                count=args.count,
+                drop_callback_rate=args.drop_rate,
+                error_5xx_rate=args.error_rate,
+                rate_429=args.rate_429,
+                port=args.port,
+                keep_running=args.keep_running,
+            )
+        )
     return cmd_migrate(settings)
 
 
