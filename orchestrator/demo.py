@@ -33,6 +33,7 @@ from orchestrator.simulator.faults import Faults
 from orchestrator.simulator.hub import Simulator
 from orchestrator.store import migrations
 from orchestrator.store.embedded import EmbeddedPostgres
+from orchestrator.store.queries import QUERIES
 from orchestrator.web.app import create_app
 
 PROVIDERS = ("dropbox_sign", "truto", "aptly")
@@ -135,10 +136,7 @@ async def summarise(
     conn: asyncpg.Connection, sim: Simulator, console: Console, wall_s: float
 ) -> list[str]:
     """Print the summary tables; return every disagreement with the simulators."""
-    rows = await conn.fetch(
-        "SELECT provider, resource_id, status, outcome, confirmed_via, attempts,"
-        " extract(epoch FROM confirmed_at - created_at) AS seconds FROM cancellations"
-    )
+    rows = await conn.fetch(QUERIES["demo_summary"])
     by_status = Counter(r["status"] for r in rows)
     by_outcome = Counter((r["status"], r["outcome"], r["confirmed_via"]) for r in rows)
     attempts = Counter(r["attempts"] for r in rows)

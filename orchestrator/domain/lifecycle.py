@@ -63,7 +63,8 @@ def backoff_s(
 ) -> float:
     """Exponential backoff with equal jitter; a provider's hint is a floor, never shortened."""
     rng = rng or random.Random()
-    ceiling = min(policy.backoff_max_s, policy.backoff_base_s * 2 ** max(attempts - 1, 0))
+    exponent = min(max(attempts - 1, 0), 62)  # past this the cap applies anyway; no overflow
+    ceiling = min(policy.backoff_max_s, policy.backoff_base_s * 2**exponent)
     delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
     if hint_s is not None and hint_s > 0:
         delay = max(delay, hint_s + rng.uniform(0, min(1.0, hint_s * 0.1)))

@@ -8,11 +8,11 @@ functions of headers and bytes, so they are tested without a network.
 from __future__ import annotations
 
 import abc
-import asyncio
 import email.utils
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any, ClassVar
 
 import aiohttp
@@ -109,9 +109,14 @@ def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float
         try:
             value = float(raw)
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(raw) if name == "retry-after" else None
-            if parsed is None:
+            if name != "retry-after":
                 continue
+            try:
+                parsed = email.utils.parsedate_to_datetime(raw)
+            except (ValueError, TypeError):
+                continue  # a header we cannot read is no instruction; backoff applies
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
             value = parsed.timestamp()
         waits.append(value - now if value > 1_000_000_000 else value)
     return max(0.0, max(waits)) if waits else None
@@ -209,15 +214,3 @@ class Provider(abc.ABC):
 
     #: The body a provider expects from a successful webhook delivery.
     webhook_ack: ClassVar[str] = "ok"
-
-
-__all__ = [
-    "Account",
-    "Answer",
-    "Provider",
-    "Target",
-    "asyncio",
-    "call",
-    "retry_after_s",
-    "transient",
-]

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,9 +61,12 @@ async def _serve(args: argparse.Namespace) -> None:
     server = SimulatorServer(simulator, host=args.host, port=args.port)
     await server.start()
     try:
-        print(f"provider simulator on {server.url} (control plane: {server.url}/_sim/stats)")
+        print(
+            f"provider simulator on {server.url} (control plane: {server.url}/_sim/stats)",
+            flush=True,
+        )
         for name, value in server.env().items():
-            print(f"{name}={value}")
+            print(f"{name}={value}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -78,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(_serve(args))
     except ConfigError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 

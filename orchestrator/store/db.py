@@ -50,6 +50,10 @@ async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
 async def translate_errors() -> AsyncIterator[None]:
     try:
         yield
+    except asyncpg.DataError as exc:  # a value PostgreSQL cannot store, that validation let by
+        raise errors.InvalidRequest(
+            "a value cannot be stored", [{"field": "body", "message": str(exc)}]
+        ) from exc
     except asyncpg.SerializationError as exc:  # never expected at READ COMMITTED
         raise errors.DatabaseUnavailable(f"database conflict: {exc}") from exc
     except CONNECTION_ERRORS as exc:

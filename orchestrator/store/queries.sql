@@ -207,5 +207,11 @@ ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
 -- name: try_lock_fold
 SELECT pg_try_advisory_xact_lock(7305318221);
 
+-- name: demo_summary
+-- Every cancellation's final state and time to confirmation, for the demo's summary.
+SELECT provider, resource_id, status, outcome, confirmed_via, attempts,
+       extract(epoch FROM confirmed_at - created_at) AS seconds
+FROM cancellations;
+
 -- name: ping
 SELECT 1;

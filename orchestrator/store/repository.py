@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ import asyncpg
 
 from orchestrator import errors
 from orchestrator.domain import lifecycle
-from orchestrator.domain.model import OPEN, ConfirmedVia, Outcome, Settled, Status, WebhookEvent
+from orchestrator.domain.model import Outcome, Settled, Status, WebhookEvent
 from orchestrator.store.db import translate_errors
 from orchestrator.store.queries import QUERIES as Q
 
@@ -51,9 +51,6 @@ class Cancellation:
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> Cancellation:
         return cls(**dict(record))
-
-
-_COLUMNS = {f.name for f in fields(Cancellation)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +294,7 @@ class Store:
     async def record_webhook(self, event: WebhookEvent, now: datetime) -> WebhookOutcome:
         """Store a verified event once and settle the open cancellation it reports, if any."""
         effect = effect_to_json(event.effect) if event.effect else None
+        payload = _without_nul(event.payload)
         event_time = (
             datetime.fromtimestamp(event.event_time, UTC) if event.event_time is not None else None
         )
@@ -310,11 +308,11 @@ class Store:
                 event.provider,
                 event.account,
                 event.dedupe_key,
-                event.resource_id,
-                event.event_type,
+                _without_nul(event.resource_id),
+                _without_nul(event.event_type),
                 event_time,
                 effect,
-                event.payload,
+                payload,
                 now,
             )
             if inbox_id is None:
@@ -364,18 +362,18 @@ class Store:
                 await conn.execute(Q["fold_counts"])
 
 
+def _without_nul(value: Any) -> Any:
+    """jsonb cannot hold U+0000; a provider's event may (say, in a title). Keep the rest."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 def _with_evidence(decision: lifecycle.Decision, extra: dict[str, Any]) -> lifecycle.Decision:
     from dataclasses import replace
 
     return replace(decision, evidence={**decision.evidence, **extra})
-
-
-__all__ = [
-    "OPEN",
-    "Cancellation",
-    "ConfirmedVia",
-    "Event",
-    "NewCancellation",
-    "Store",
-    "WebhookOutcome",
-]

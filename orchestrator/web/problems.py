@@ -39,7 +39,7 @@ async def problems_middleware(request: web.Request, handler: Any) -> web.StreamR
         response: web.StreamResponse = await handler(request)
         return response
     except errors.OrchestratorError as exc:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
         if exc.status >= 500:
             log.warning("%s %s: %s", request.method, request.path, exc.detail)
         return problem(exc.status, exc.title, exc.detail, exc.type_slug, headers, **exc.extra)

@@ -22,7 +22,33 @@ IdempotencyKey = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=r"^[!-~]+$")
 ]
 
+ProviderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
 MAX_PAGE = 200
+_INT64 = 2**63
+
+
+def storable(value: Any, where: str = "") -> Any:
+    """Refuse what valid JSON allows but PostgreSQL's jsonb and text cannot hold."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where or 'value'} contains a NUL character")
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise ValueError(f"{where or 'value'} is an integer beyond 64 bits")
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{where or 'value'} is not a finite number")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            storable(key, f"a key in {where or 'object'}")
+            storable(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            storable(item, f"{where}[{index}]")
+    return value
 
 
 class CancellationIn(BaseModel):
@@ -30,12 +56,17 @@ class CancellationIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    provider: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    provider: ProviderName
     resource_id: ResourceId
     account: AccountName = "default"
     reason: Annotated[str, StringConstraints(max_length=2000)] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("reason", "metadata", "params")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return storable(value)
 
     def request_hash(self) -> str:
         """Identifies the request for Idempotency-Key checks, independent of key order."""
@@ -50,7 +81,7 @@ class ListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Status | None = None
-    provider: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    provider: ProviderName | None = None
     resource_id: ResourceId | None = None
     limit: int = Field(50, ge=1, le=MAX_PAGE)
     after: str | None = None

@@ -1,0 +1,176 @@
+"""Settings come from the environment once; a bad value names the variable at fault."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import AliasChoices, SecretStr
+
+from orchestrator.config import ConfigError, Settings, load_settings
+
+VARIABLES = [
+    str(info.validation_alias.choices[0])
+    for info in Settings.model_fields.values()
+    if isinstance(info.validation_alias, AliasChoices)
+]
+ALIASES = [
+    str(choice)
+    for info in Settings.model_fields.values()
+    if isinstance(info.validation_alias, AliasChoices)
+    for choice in info.validation_alias.choices
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite's own environment must not leak into what these tests read."""
+    for name in ALIASES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def test_every_setting_has_an_environment_variable() -> None:
+    assert len(VARIABLES) == len(Settings.model_fields)
+    assert len(set(VARIABLES)) == len(VARIABLES)
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.port == 8080
+    assert settings.host == "127.0.0.1"
+    assert settings.dropbox_sign_base_url == "https://api.hellosign.com/v3"
+    assert settings.confirm_timeout_s == 3600
+    assert settings.sweep_interval_s == 30
+    assert settings.max_attempts == 8
+    assert settings.dropbox_sign_rate_limit_per_min == 100
+    assert settings.api_tokens == ()
+    assert settings.database_url is None
+    assert settings.dropbox_sign_api_key is None
+    assert settings.log_level == "INFO"
+    assert settings.max_body_bytes == 1_048_576
+
+
+READ_CASES = [
+    ("DATABASE_URL", "postgresql://u@db/x", "database_url", "postgresql://u@db/x"),
+    ("ORCH_DATA_DIR", "/var/lib/orch", "data_dir", Path("/var/lib/orch")),
+    ("ORCH_HOST", "0.0.0.0", "host", "0.0.0.0"),
+    ("ORCH_PORT", "9091", "port", 9091),
+    ("ORCH_LOG_LEVEL", "debug", "log_level", "DEBUG"),
+    ("DROPBOX_SIGN_BASE_URL", "http://sim:9000/v3/", "dropbox_sign_base_url", "http://sim:9000/v3"),
+    ("DROPBOX_SIGN_RATE_LIMIT_PER_MIN", "25", "dropbox_sign_rate_limit_per_min", 25),
+    ("ORCH_CONFIRM_TIMEOUT_S", "120", "confirm_timeout_s", 120),
+    ("ORCH_SWEEP_INTERVAL_S", "2.5", "sweep_interval_s", 2.5),
+    ("ORCH_MAX_ATTEMPTS", "3", "max_attempts", 3),
+    ("ORCH_LEASE_S", "45", "lease_s", 45),
+    ("ORCH_BACKOFF_BASE_S", "0.5", "backoff_base_s", 0.5),
+    ("ORCH_BACKOFF_MAX_S", "60", "backoff_max_s", 60),
+    ("ORCH_HTTP_CONNECT_TIMEOUT_S", "1.5", "http_connect_timeout_s", 1.5),
+    ("ORCH_HTTP_TIMEOUT_S", "7", "http_timeout_s", 7),
+    ("ORCH_DISPATCH_BATCH", "4", "dispatch_batch", 4),
+    ("ORCH_DISPATCH_CONCURRENCY", "5", "dispatch_concurrency", 5),
+    ("ORCH_DISPATCH_POLL_S", "0.25", "dispatch_poll_s", 0.25),
+    ("ORCH_SHUTDOWN_TIMEOUT_S", "3", "shutdown_timeout_s", 3),
+    ("ORCH_MAX_BODY_BYTES", "2048", "max_body_bytes", 2048),
+    ("ORCH_DB_POOL_SIZE", "2", "db_pool_size", 2),
+    ("ORCH_API_TOKENS", "t1", "api_tokens", (SecretStr("t1"),)),
+    ("DROPBOX_SIGN_API_KEY", "sk-1", "dropbox_sign_api_key", SecretStr("sk-1")),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "field", "expected"), READ_CASES)
+def test_each_variable_is_read(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str, expected: Any
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert getattr(load_settings(), field) == expected
+
+
+def test_the_api_key_stays_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DROPBOX_SIGN_API_KEY", "sk-live-abc")
+    settings = load_settings()
+    assert isinstance(settings.dropbox_sign_api_key, SecretStr)
+    assert settings.dropbox_sign_api_key.get_secret_value() == "sk-live-abc"
+    assert "sk-live-abc" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("value", "tokens"),
+    [
+        ("a, b,,c", ("a", "b", "c")),
+        ("single", ("single",)),
+        ("", ()),
+        (" , ,", ()),
+    ],
+)
+def test_api_tokens_are_split_on_commas(
+    monkeypatch: pytest.MonkeyPatch, value: str, tokens: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("ORCH_API_TOKENS", value)
+    settings = load_settings()
+    assert tuple(t.get_secret_value() for t in settings.api_tokens) == tokens
+
+
+def test_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_PORT", "9000")
+    assert load_settings(port=9001).port == 9001
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ORCH_PORT", "abc"),
+        ("ORCH_PORT", "70000"),
+        ("ORCH_MAX_ATTEMPTS", "0"),
+        ("ORCH_MAX_ATTEMPTS", "-1"),
+        ("ORCH_CONFIRM_TIMEOUT_S", "0"),
+        ("ORCH_SWEEP_INTERVAL_S", "never"),
+        ("DROPBOX_SIGN_BASE_URL", "ftp://x"),
+        ("DROPBOX_SIGN_BASE_URL", "api.hellosign.com"),
+        ("DROPBOX_SIGN_RATE_LIMIT_PER_MIN", "0"),
+        ("ORCH_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_a_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert variable in str(caught.value)
+
+
+def test_every_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_PORT", "abc")
+    monkeypatch.setenv("ORCH_MAX_ATTEMPTS", "0")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "ORCH_PORT" in str(caught.value)
+    assert "ORCH_MAX_ATTEMPTS" in str(caught.value)
+
+
+def test_a_bad_override_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="ORCH_MAX_ATTEMPTS"):
+        load_settings(max_attempts=0)
+
+
+def test_serve_with_a_bad_port_exits_2_naming_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k.upper() not in ALIASES}
+    env["ORCH_PORT"] = "abc"
+    env["ORCH_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "ORCH_PORT" in done.stderr
+    assert not list(tmp_path.iterdir()), "nothing may start before the settings are valid"
