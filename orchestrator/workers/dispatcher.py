@@ -21,6 +21,7 @@ import aiohttp
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
+    retry_if_exception_type,
     retry_if_result,
     stop_after_attempt,
     stop_after_delay,
@@ -172,7 +173,17 @@ class Dispatcher:
 
     async def process(self, row: Cancellation) -> None:
         decision, submitted = await self._decide(row)
-        applied = await self.store.apply(row, decision, self.clock.now(), submitted=submitted)
+        # The provider has answered; losing that answer to a database blip would mean sending
+        # the cancel again after the lease, so keep trying while the lease still holds.
+        recording = AsyncRetrying(
+            stop=stop_after_delay(self.config.lease_s / 2),
+            wait=wait_random_exponential(multiplier=0.2, max=3.0),
+            retry=retry_if_exception_type(errors.DatabaseUnavailable),
+            reraise=True,
+        )
+        applied: Cancellation | None = await recording(
+            self.store.apply, row, decision, self.clock.now(), submitted=submitted
+        )
         if applied is None:
             log.info(
                 "cancellation %s changed while attempt %d was in flight; its result (%s) is"

@@ -38,10 +38,20 @@ class Sweeper:
         self.batch = batch
         self.on_work = on_work
 
-    async def run_once(self) -> SweepReport:
+    async def run_once(self, max_batches: int = 10) -> SweepReport:
+        """One round: every expired lease and overdue row (up to max_batches batches) requeued."""
         now = self.clock.now()
-        leases = await self.store.requeue_expired_leases(now, self.batch)
-        overdue = await self.store.requeue_overdue(now, self.batch)
+        leases = overdue = 0
+        for _ in range(max_batches):
+            found = await self.store.requeue_expired_leases(now, self.batch)
+            leases += found
+            if found < self.batch:
+                break
+        for _ in range(max_batches):
+            found = await self.store.requeue_overdue(now, self.batch)
+            overdue += found
+            if found < self.batch:
+                break
         await self.store.fold_counts()
         if leases or overdue:
             log.info(

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 from orchestrator.web import keys
 from orchestrator.web.app import create_app
 from orchestrator.workers.dispatcher import DispatchConfig, Dispatcher
+from orchestrator.workers.sweeper import Sweeper
 from tests.integration.conftest import AiohttpClient, Harness, make_settings
 
 
@@ -112,3 +113,14 @@ async def test_stats_follow_every_transition(harness: Harness) -> None:
     stats = await (await harness.client.get("/v1/stats")).json()
     assert (stats["confirmed"], stats["failed"], stats["overdue"]) == (2, 1, 0)
     assert stats["last_confirmed_at"] is not None
+
+
+async def test_a_sweep_round_takes_every_overdue_row_in_batches(harness: Harness) -> None:
+    harness.sim.configure({"dropbox_sign": {"drop_callback_rate": 1.0}})
+    for n in range(5):
+        await harness.enqueue(f"sr-batch-{n}")
+    await harness.dispatch()
+    harness.advance(3601)
+    sweeper = Sweeper(harness.app[keys.STORE], harness.clock, batch=2)
+    assert (await sweeper.run_once()).overdue == 5
+    assert (await sweeper.run_once()).overdue == 0
