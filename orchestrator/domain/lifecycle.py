@@ -95,20 +95,24 @@ def settle(result: Settled, via: ConfirmedVia, cause: str) -> Decision:
     )
 
 
+def exhausted(evidence: Evidence, message: str, details: dict[str, Any] | None = None) -> Decision:
+    return Decision(
+        status=Status.FAILED,
+        cause="attempts_exhausted",
+        evidence=evidence,
+        error=ErrorInfo(code=EXHAUSTED, message=message, details=details),
+    )
+
+
 def retry(
     result: RetryLater, attempts: int, now: datetime, policy: Policy, rng: random.Random | None
 ) -> Decision:
     error = ErrorInfo(code=result.code, message=result.message, details=result.details)
     if attempts >= policy.max_attempts:
-        return Decision(
-            status=Status.FAILED,
-            cause="attempts_exhausted",
-            evidence=result.evidence,
-            error=ErrorInfo(
-                code=EXHAUSTED,
-                message=f"gave up after {attempts} attempts; last error: {result.message}",
-                details={"last_code": result.code, **(result.details or {})},
-            ),
+        return exhausted(
+            result.evidence,
+            f"gave up after {attempts} attempts; last error: {result.message}",
+            {"last_code": result.code, **(result.details or {})},
         )
     delay = backoff_s(attempts, policy, result.delay_s, rng)
     return Decision(
@@ -152,17 +156,10 @@ def after_status_check(
         return settle(result, ConfirmedVia.RECONCILIATION, "status_check")
     if isinstance(result, StillOpen):
         if attempts > policy.max_attempts:
-            return Decision(
-                status=Status.FAILED,
-                cause="attempts_exhausted",
-                evidence=result.evidence,
-                error=ErrorInfo(
-                    code=EXHAUSTED,
-                    message=(
-                        f"still open at the provider after {attempts - 1} cancel attempts "
-                        "without a confirmation"
-                    ),
-                ),
+            return exhausted(
+                result.evidence,
+                f"still open at the provider after {attempts - 1} cancel attempts "
+                "without a confirmation",
             )
         return None
     return retry(result, attempts, now, policy, rng)
