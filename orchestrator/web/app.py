@@ -20,6 +20,7 @@ from orchestrator import errors
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Settings
 from orchestrator.domain.lifecycle import Policy
+from orchestrator.metrics import Metrics
 from orchestrator.providers import registry
 from orchestrator.store import db
 from orchestrator.store.repository import Store
@@ -65,6 +66,7 @@ def create_app(
     app[keys.CLOCK] = clock or SystemClock()
     app[keys.ACCOUNTS] = accounts or registry.accounts_from_settings(settings)
     app[keys.PROVIDERS] = registry.PROVIDERS
+    app[keys.METRICS] = metrics = Metrics()
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         pool = await db.create_pool(dsn, settings.db_pool_size)
@@ -97,8 +99,9 @@ def create_app(
                 poll_s=settings.dispatch_poll_s,
             ),
             app[keys.CLOCK],
+            metrics=metrics,
         )
-        sweeper = Sweeper(store, app[keys.CLOCK], on_work=dispatcher.wake)
+        sweeper = Sweeper(store, app[keys.CLOCK], on_work=dispatcher.wake, metrics=metrics)
         app[keys.DISPATCHER] = dispatcher
         app[keys.SWEEPER] = sweeper
         if not run_workers:

@@ -72,6 +72,7 @@ async def enqueue(request: web.Request) -> web.Response:
         ),
         app[keys.CLOCK].now(),
     )
+    app[keys.METRICS].enqueued.labels(body.provider, str(created).lower()).inc()
     if created and row.status == "queued":
         app[keys.DISPATCHER].wake()
     location = str(request.app.router["cancellation"].url_for(id=str(row.id)))

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from orchestrator.clock import Clock
 from orchestrator.config import Settings
+from orchestrator.metrics import Metrics
 from orchestrator.providers.base import Provider
 from orchestrator.providers.registry import Accounts
 from orchestrator.store.repository import Store
@@ -21,3 +22,4 @@ STORE = web.AppKey("store", Store)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 SWEEPER = web.AppKey("sweeper", Sweeper)
+METRICS = web.AppKey("metrics", Metrics)

@@ -38,6 +38,12 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready", "database": "ok", "schema": current})
 
 
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[keys.METRICS].render()
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
 @routes.get("/v1/stats")
 async def stats(request: web.Request) -> web.Response:
     data = await request.app[keys.STORE].stats(request.app[keys.CLOCK].now())

@@ -23,14 +23,20 @@ async def receive(request: web.Request) -> web.Response:
         raise errors.NotFound(f"no webhook endpoint for {request.match_info['name']!r}")
     body = await request.read()  # bounded by client_max_size: a larger body is a 413
     accounts = request.app[keys.ACCOUNTS].for_provider(provider.name)
-    event = provider.parse_webhook(
-        request.headers,
-        body,
-        accounts,
-        time.time(),
-        request.app[keys.SETTINGS].webhook_replay_window_s,
-    )
+    counter = request.app[keys.METRICS].webhooks
+    try:
+        event = provider.parse_webhook(
+            request.headers,
+            body,
+            accounts,
+            time.time(),
+            request.app[keys.SETTINGS].webhook_replay_window_s,
+        )
+    except errors.WebhookRejected:
+        counter.labels(provider.name, "rejected").inc()
+        raise
     outcome = await request.app[keys.STORE].record_webhook(event, request.app[keys.CLOCK].now())
+    counter.labels(provider.name, outcome.value).inc()
     log.info(
         "webhook %s %s for %s: %s",
         provider.name,

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from orchestrator import errors
 from orchestrator.clock import Clock
 from orchestrator.domain import lifecycle
 from orchestrator.domain.model import Queued, RetryLater, Settled
+from orchestrator.metrics import Metrics
 from orchestrator.providers import base
 from orchestrator.providers.registry import Accounts
 from orchestrator.store.repository import Cancellation, Store
@@ -80,7 +82,9 @@ class Dispatcher:
         clock: Clock,
         owner: str | None = None,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.store = store
         self.http = http
         self.providers = providers
@@ -172,6 +176,10 @@ class Dispatcher:
     # --- one cancellation ---------------------------------------------------------------
 
     async def process(self, row: Cancellation) -> None:
+        with self.metrics.in_flight.track_inprogress():
+            await self._process(row)
+
+    async def _process(self, row: Cancellation) -> None:
         decision, submitted = await self._decide(row)
         # The provider has answered; losing that answer to a database blip would mean sending
         # the cancel again after the lease, so keep trying while the lease still holds.
@@ -185,6 +193,7 @@ class Dispatcher:
             self.store.apply, row, decision, self.clock.now(), submitted=submitted
         )
         if applied is None:
+            self.metrics.fenced.inc()
             log.info(
                 "cancellation %s changed while attempt %d was in flight; its result (%s) is"
                 " dropped",
@@ -193,6 +202,7 @@ class Dispatcher:
                 decision.status,
             )
         else:
+            self.metrics.transitions.labels(applied.status, decision.cause).inc()
             log.debug("cancellation %s → %s (%s)", row.id, applied.status, decision.cause)
 
     async def _decide(self, row: Cancellation) -> tuple[lifecycle.Decision, bool]:
@@ -211,7 +221,9 @@ class Dispatcher:
         target = base.Target(row.resource_id, row.reason, row.params)
 
         if row.needs_check:
-            checked = await self._call(account, lambda: provider.status(self.http, account, target))
+            checked = await self._call(
+                account, "status", lambda: provider.status(self.http, account, target)
+            )
             decision = lifecycle.after_status_check(
                 checked, row.attempts, self.clock.now(), self.policy, self.rng
             )
@@ -219,14 +231,18 @@ class Dispatcher:
                 self._pause_if_asked(account, checked)
                 return decision, False
 
-        result = await self._call(account, lambda: provider.cancel(self.http, account, target))
+        result = await self._call(
+            account, "cancel", lambda: provider.cancel(self.http, account, target)
+        )
         self._pause_if_asked(account, result)
         decision = lifecycle.after_cancel(
             result, row.attempts, self.clock.now(), self.policy, self.rng
         )
         return decision, isinstance(result, Queued | Settled)
 
-    async def _call(self, account: base.Account, call: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self, account: base.Account, operation: str, call: Callable[[], Awaitable[T]]
+    ) -> T:
         """A few quick tries in-process for blips; longer waits become durable reschedules."""
 
         async def attempt() -> T:
@@ -239,7 +255,11 @@ class Dispatcher:
             retry=retry_if_result(_quick_retry),
             retry_error_callback=_last_result,
         )
+        started = time.perf_counter()
         result: T = await retrying(attempt)
+        self.metrics.provider_calls.labels(
+            account.provider, operation, type(result).__name__
+        ).observe(time.perf_counter() - started)
         return result
 
     def _pause_if_asked(self, account: base.Account, result: object) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestrator.clock import Clock
+from orchestrator.metrics import Metrics
 from orchestrator.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,9 @@ class Sweeper:
         *,
         batch: int = 1000,
         on_work: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.store = store
         self.clock = clock
         self.batch = batch
@@ -53,6 +56,8 @@ class Sweeper:
             if found < self.batch:
                 break
         await self.store.fold_counts()
+        self.metrics.swept.labels("lease_expired").inc(leases)
+        self.metrics.swept.labels("overdue").inc(overdue)
         if leases or overdue:
             log.info(
                 "sweep: %d expired leases and %d overdue cancellations requeued", leases, overdue

@@ -279,3 +279,26 @@ async def test_outgoing_calls_are_paced_per_account(harness: Harness) -> None:
     assert await harness.dispatch() == 0  # the account's bucket is empty for now
     stats = await (await harness.client.get("/v1/stats")).json()
     assert stats["queued"] == 2
+
+
+async def test_metrics_count_what_happened(harness: Harness) -> None:
+    await harness.enqueue("sr-metrics")
+    await harness.enqueue("sr-metrics", expect=200)
+    await harness.dispatch()
+    await harness.client.post(
+        "/webhooks/dropbox_sign", data=b"{}", headers={"Content-Type": "application/json"}
+    )
+    response = await harness.client.get("/metrics")
+    assert response.status == 200
+    text = await response.text()
+    for line in [
+        'orchestrator_enqueued_total{created="true",provider="dropbox_sign"} 1.0',
+        'orchestrator_enqueued_total{created="false",provider="dropbox_sign"} 1.0',
+        'orchestrator_transitions_total{cause="provider_queued_cancel",'
+        'status="awaiting_confirmation"} 1.0',
+        'orchestrator_webhooks_total{outcome="applied",provider="dropbox_sign"} 1.0',
+        'orchestrator_webhooks_total{outcome="rejected",provider="dropbox_sign"} 1.0',
+        'orchestrator_provider_call_seconds_count{operation="cancel",provider="dropbox_sign",'
+        'result="Queued"} 1.0',
+    ]:
+        assert line in text, line
