@@ -7,7 +7,7 @@ from aiohttp import web
 
 from orchestrator.store import migrations
 from orchestrator.store.db import CONNECTION_ERRORS
-from orchestrator.web import keys
+from orchestrator.web import keys, openapi
 from orchestrator.web.json import json_response
 
 routes = web.RouteTableDef()
@@ -36,6 +36,11 @@ async def readyz(request: web.Request) -> web.Response:
             status=503,
         )
     return json_response({"status": "ready", "database": "ok", "schema": current})
+
+
+@routes.get("/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    return json_response(openapi.build())
 
 
 @routes.get("/metrics")

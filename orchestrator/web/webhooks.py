@@ -16,9 +16,9 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
-@routes.post("/webhooks/{name}")
+@routes.post("/webhooks/{provider}")
 async def receive(request: web.Request) -> web.Response:
-    provider = WEBHOOK_ROUTES.get(request.match_info["name"])
+    provider = WEBHOOK_ROUTES.get(request.match_info["provider"])
     if provider is None:
         raise errors.NotFound(f"no webhook endpoint for {request.match_info['name']!r}")
     body = await request.read()  # bounded by client_max_size: a larger body is a 413

@@ -1,0 +1,25 @@
+"""The served OpenAPI description is valid and documents every route the app serves."""
+
+from __future__ import annotations
+
+import re
+
+from openapi_spec_validator import validate
+
+from tests.integration.conftest import Harness
+
+
+async def test_openapi_is_valid_and_complete(harness: Harness) -> None:
+    response = await harness.client.get("/openapi.json")
+    assert response.status == 200
+    spec = await response.json()
+    validate(spec)
+    served = set()
+    for resource in harness.app.router.resources():
+        path = resource.canonical
+        served.add(re.sub(r"\{(\w+)\}", r"{\1}", path))
+    documented = set(spec["paths"])
+    assert served == documented, served ^ documented
+    enqueue = spec["components"]["schemas"]["CancellationIn"]
+    assert enqueue["additionalProperties"] is False
+    assert set(enqueue["required"]) == {"provider", "resource_id"}
