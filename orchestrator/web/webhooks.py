@@ -20,7 +20,7 @@ routes = web.RouteTableDef()
 async def receive(request: web.Request) -> web.Response:
     provider = WEBHOOK_ROUTES.get(request.match_info["provider"])
     if provider is None:
-        raise errors.NotFound(f"no webhook endpoint for {request.match_info['name']!r}")
+        raise errors.NotFound(f"no webhook endpoint for {request.match_info['provider']!r}")
     body = await request.read()  # bounded by client_max_size: a larger body is a 413
     accounts = request.app[keys.ACCOUNTS].for_provider(provider.name)
     counter = request.app[keys.METRICS].webhooks
