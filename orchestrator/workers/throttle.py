@@ -59,9 +59,13 @@ class Throttle:
         return rooms
 
     async def acquire(self, key: str) -> None:
-        wait = self._paused_until.get(key, 0.0) - self._now()
-        if wait > 0:
+        # Another 429 may extend the pause while we sleep, hence the loop. A clock that does
+        # not move while we sleep (a test's manual clock) cannot end a pause: stop waiting.
+        while (wait := self._paused_until.get(key, 0.0) - self._now()) > 0:
+            before = self._now()
             await asyncio.sleep(wait)
+            if self._now() == before:
+                break
         limiter = self._limiters.get(key)
         if limiter is not None:
             await limiter.acquire()
