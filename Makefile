@@ -34,3 +34,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .orchestrator .pytest_cache
+
+# Throughput and cost next to a lean baseline (docs/benchmarks.md); BENCH_ARGS="--quick" for a look.
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) bench/run.py $(BENCH_ARGS)

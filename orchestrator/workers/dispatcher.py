@@ -127,6 +127,8 @@ class Dispatcher:
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
+            # Cleared before claiming: a wake-up that comes while we claim is not lost.
+            self._wake.clear()
             free = self.config.concurrency - len(self._inflight)
             claimed: list[Cancellation] = []
             if free > 0:
@@ -143,7 +145,6 @@ class Dispatcher:
             if claimed and len(claimed) == min(free, self.config.batch):
                 await asyncio.sleep(0)  # more may be due; yield, then claim again
                 continue
-            self._wake.clear()
             waits = [
                 asyncio.ensure_future(self._wake.wait()),
                 asyncio.ensure_future(stopping.wait()),
