@@ -34,6 +34,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset on release: the service keeps no session state (its advisory locks
+    are transaction-scoped) and asyncpg still rolls back an open transaction itself. The
+    default reset query is a round trip and a transaction after every pool use."""
+
+
 async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
     # min_size=0: the pool comes up even while the database is down; readiness reports it.
     pool: asyncpg.Pool = await asyncpg.create_pool(
@@ -41,6 +47,7 @@ async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
         min_size=0,
         max_size=size,
         init=_init_connection,
+        reset=_keep_session,
         command_timeout=30,
         timeout=5,
         max_inactive_connection_lifetime=60,

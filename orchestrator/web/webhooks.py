@@ -37,7 +37,7 @@ async def receive(request: web.Request) -> web.Response:
         raise
     outcome = await request.app[keys.STORE].record_webhook(event, request.app[keys.CLOCK].now())
     counter.labels(provider.name, outcome.value).inc()
-    log.info(
+    log.debug(
         "webhook %s %s for %s: %s",
         provider.name,
         event.event_type,
