@@ -1,0 +1,530 @@
+"""The benchmark's phases. Each returns a plain dict of figures that run.py reports.
+
+Both implementations (the service and the baseline) go through the same functions, against
+the same simulator and the same PostgreSQL, so their figures can be divided.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import psutil
+
+import load
+from harness import (
+    Blackhole,
+    Child,
+    CpuMeter,
+    Postgres,
+    clean_env,
+    cpu_seconds,
+    free_port,
+    machine_busy_seconds,
+    peak_rss_bytes,
+    percentile,
+    sampled_peak_rss,
+    wait_http,
+)
+
+SIM_API_KEY = "sim-dropbox-sign-api-key"  # the simulator's default Dropbox Sign key
+SIM_ACCOUNT_ID = "sim-account"
+UNLIMITED_PER_MIN = "1000000000"
+
+
+@dataclass(frozen=True)
+class Impl:
+    """How to start one implementation and where it keeps its rows."""
+
+    name: str  # "service" or "baseline"
+    table: str
+    start: Callable[[str, int, str, dict[str, str]], Child]  # dsn, port, provider url, env
+
+    @property
+    def is_service(self) -> bool:
+        return self.name == "service"
+
+
+class Run:
+    """What every phase needs: the database, the simulator, the log directory, the clock."""
+
+    def __init__(
+        self, pg: Postgres, log_dir: Path, children: list[Child], variants: list[str]
+    ) -> None:
+        self.pg = pg
+        self.variants = variants  # bench/variants.py prototypes applied to the service
+        self.settle_s = 1.5
+        self.log_dir = log_dir
+        self.children = children  # everything started, for the final clean-up
+        self.sim: Child | None = None
+        self.sim_url = ""
+        self.blackhole = Blackhole()
+
+    def child(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        child = Child(name, argv, env, self.log_dir)
+        self.children.append(child)
+        child.start()
+        return child
+
+    # --- the two implementations ------------------------------------------------------
+
+    def service(self, dsn: str, port: int, provider_url: str, env: dict[str, str]) -> Child:
+        argv = [sys.executable, "-m", "orchestrator", "serve"]
+        if self.variants:
+            argv = [sys.executable, str(Path(__file__).with_name("variants.py")), "serve"]
+            env = {**env, "BENCH_VARIANTS": ",".join(self.variants)}
+            if "quiet-log" in self.variants:
+                env["ORCH_LOG_LEVEL"] = "WARNING"
+        return self.child(
+            f"service-{port}",
+            argv,
+            clean_env(
+                {
+                    "DATABASE_URL": dsn,
+                    "ORCH_HOST": "127.0.0.1",
+                    "ORCH_PORT": str(port),
+                    "DROPBOX_SIGN_BASE_URL": provider_url,
+                    "DROPBOX_SIGN_API_KEY": SIM_API_KEY,
+                    "DROPBOX_SIGN_RATE_LIMIT_PER_MIN": UNLIMITED_PER_MIN,
+                    "ORCH_SHUTDOWN_TIMEOUT_S": "2",
+                    **env,
+                }
+            ),
+        )
+
+    def baseline(self, dsn: str, port: int, provider_url: str, env: dict[str, str]) -> Child:
+        argv = [
+            sys.executable,
+            str(Path(__file__).with_name("baseline.py")),
+            "--dsn",
+            dsn,
+            "--port",
+            str(port),
+            "--provider-url",
+            provider_url,
+            "--api-key",
+            SIM_API_KEY,
+        ]
+        if "ORCH_HTTP_TIMEOUT_S" in env:
+            argv += ["--provider-timeout", env["ORCH_HTTP_TIMEOUT_S"]]
+        return self.child(f"baseline-{port}", argv, clean_env({}))
+
+    def impls(self) -> list[Impl]:
+        return [
+            Impl("service", "cancellations", self.service),
+            Impl("baseline", "baseline_cancellations", self.baseline),
+        ]
+
+    # --- the simulator ----------------------------------------------------------------
+
+    async def start_simulator(self, callback_delay_s: float) -> None:
+        port = free_port()
+        self.sim = self.child(
+            "simulator",
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.simulator",
+                "--port",
+                str(port),
+                "--seed",
+                "1",
+                "--callback-url",
+                "http://127.0.0.1:9/unset",
+                "--set",
+                f"callback_delay_s={callback_delay_s}",
+            ],
+            clean_env({}),
+        )
+        self.sim_url = f"http://127.0.0.1:{port}"
+        await wait_http(f"{self.sim_url}/_sim/stats", self.sim)
+
+    async def sim_call(self, method: str, path: str, body: Any = None) -> Any:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(method, self.sim_url + path, json=body) as response,
+        ):
+            response.raise_for_status()
+            return await response.json()
+
+    @property
+    def dropbox_sign_url(self) -> str:
+        return f"{self.sim_url}/dropbox_sign/v3"
+
+
+# --- shared steps ---------------------------------------------------------------------
+
+
+async def _start(
+    run: Run, impl: Impl, db: str, provider_url: str, env: dict[str, str], port: int = 0
+) -> tuple[Child, str]:
+    port = port or free_port()
+    child = impl.start(run.pg.database(db), port, provider_url, env)
+    url = f"http://127.0.0.1:{port}"
+    await wait_http(f"{url}/readyz", child, timeout_s=60)
+    await asyncio.sleep(run.settle_s)  # the backends flush their statistics before "before"
+    return child, url
+
+
+async def _stop_and_count(
+    run: Run, child: Child, db: str, before: Any, extra_xacts: int = 0
+) -> dict[str, int]:
+    """Stop the process (its backends exit and flush their statistics), then diff."""
+    await asyncio.to_thread(child.stop)
+    await asyncio.sleep(0.3)
+    after = await run.pg.counters(db)
+    diff = after.minus(before, await run.pg.lsn_diff(after.lsn, before.lsn))
+    diff["xact_commit"] -= extra_xacts
+    return diff
+
+
+def _per(value: float, count: int, scale: float = 1.0) -> float | None:
+    return round(value * scale / count, 3) if count else None
+
+
+async def _costs(
+    run: Run, child: Child, block: Callable[[], Awaitable[Any]]
+) -> tuple[Any, dict[str, float]]:
+    """Run `block`, measuring CPU of the implementation, Postgres, the simulator and us."""
+    pg_cpu, proc, me = CpuMeter(run.pg.postmaster_pid), child.process(), psutil.Process()
+    sim = run.sim.process() if run.sim else None
+
+    def split() -> tuple[float, float]:
+        times = proc.cpu_times()
+        return float(times.user), float(times.system)
+
+    user_system = split()
+
+    def read() -> tuple[float, ...]:
+        ours = (cpu_seconds(proc), pg_cpu.read(), cpu_seconds(sim) if sim else 0.0)
+        return (*ours, cpu_seconds(me), machine_busy_seconds(), time.monotonic())
+
+    marks = read()
+    async with sampled_peak_rss(child.pid) as rss:
+        result = await block()
+    ends = read()
+    used = [end - mark for end, mark in zip(ends, marks, strict=True)]
+    wall = used[5]
+    ends_split = split()
+    cpu = {
+        "cpu_s": used[0],
+        "cpu_user_s": ends_split[0] - user_system[0],
+        "cpu_system_s": ends_split[1] - user_system[1],
+        "pg_cpu_s": used[1],
+        "sim_cpu_s": used[2],
+        "loadgen_cpu_s": used[3],
+        # CPU the machine spent on anything else meanwhile (other people's work, the kernel):
+        # a large share means the figures of this phase are disturbed.
+        "foreign_cpu_share": max(0.0, used[4] - sum(used[:4])) / (wall * (os.cpu_count() or 1)),
+        "wall_s": wall,
+        "peak_rss_bytes": rss["peak_rss"],
+        "hwm_rss_bytes": peak_rss_bytes(child.pid),
+    }
+    return result, cpu
+
+
+# --- 1 and 3: the API alone (enqueue, webhook ingest) ----------------------------------
+
+
+async def api_phase(
+    run: Run, impl: Impl, enqueue_n: int, webhook_n: int, concurrency: int, timeout_s: float
+) -> dict[str, Any]:
+    """Enqueue N with the dispatcher held by a stalled provider (it takes one batch and
+    waits), then mark the rows as sent and post W signed callbacks for them."""
+    db = f"bench_api_{impl.name}"
+    await run.pg.create_database(db)
+    stalled = {"ORCH_HTTP_TIMEOUT_S": "3600", "ORCH_SHUTDOWN_TIMEOUT_S": "0.5"}
+    ids = load.resource_ids(f"api-{impl.name}", enqueue_n)
+    out: dict[str, Any] = {}
+
+    child, url = await _start(run, impl, db, run.blackhole.url + "/v3", stalled)
+    before = await run.pg.counters(db)
+    requests = load.enqueue_requests(ids)
+    result, cpu = await _costs(
+        run, child, lambda: load.post_all(url, requests, concurrency, timeout_s)
+    )
+    pg = await _stop_and_count(run, child, db, before)
+    out["enqueue"] = _figures(result.summary(), cpu, pg, result.count)
+
+    conn = await asyncpg.connect(run.pg.database(db))
+    try:
+        # What a dispatcher would have left behind: every row sent, awaiting its callback.
+        # (The stalled calls ended at the stop: the service requeued them, the baseline,
+        # which does not retry, failed them.)
+        await conn.execute(
+            f"UPDATE {impl.table} SET status = 'awaiting_confirmation'"  # noqa: S608
+            " WHERE status IN ('queued', 'sending', 'failed')"
+        )
+        if impl.is_service:
+            await conn.execute(
+                "UPDATE cancellations SET submitted_at = updated_at, next_attempt_at = NULL,"
+                " lease_owner = NULL, lease_expires_at = NULL,"
+                " confirm_by = updated_at + interval '1 hour', version = version + 1"
+                " WHERE status = 'awaiting_confirmation'"
+            )
+        await conn.execute(f"VACUUM (ANALYZE) {impl.table}")
+        open_ids = [
+            r[0]
+            for r in await conn.fetch(
+                f"SELECT resource_id FROM {impl.table}"  # noqa: S608
+                " WHERE status = 'awaiting_confirmation' LIMIT $1",
+                webhook_n,
+            )
+        ]
+    finally:
+        await conn.close()
+
+    child, url = await _start(run, impl, db, run.blackhole.url + "/v3", stalled)
+    before = await run.pg.counters(db)
+    callbacks = load.callback_requests(
+        open_ids, SIM_API_KEY, SIM_ACCOUNT_ID, "/webhooks/dropbox_sign"
+    )
+    result, cpu = await _costs(
+        run, child, lambda: load.post_all(url, callbacks, concurrency, timeout_s)
+    )
+    pg = await _stop_and_count(run, child, db, before)
+    out["webhook"] = _figures(result.summary(), cpu, pg, result.count)
+    conn = await asyncpg.connect(run.pg.database(db))
+    try:
+        statuses = await conn.fetch(
+            f"SELECT status, count(*) AS n FROM {impl.table} GROUP BY status"  # noqa: S608
+        )
+        counts = {r["status"]: r["n"] for r in statuses}
+        out["webhook"]["confirmed_rows"] = counts.get("confirmed", 0)
+        out["webhook"]["rows_by_status"] = counts
+        out["webhook"]["callbacks_sent"] = len(callbacks)
+    finally:
+        await conn.close()
+    return out
+
+
+def _figures(
+    summary: dict[str, Any], cpu: dict[str, float], pg: dict[str, int], count: int
+) -> dict[str, Any]:
+    return {
+        **summary,
+        "cpu_ms_per_op": _per(cpu["cpu_s"], count, 1000),
+        "pg_cpu_ms_per_op": _per(cpu["pg_cpu_s"], count, 1000),
+        "loadgen_cpu_ms_per_op": _per(cpu["loadgen_cpu_s"], count, 1000),
+        "xacts_per_op": _per(pg["xact_commit"], count),
+        "wal_bytes_per_op": _per(pg["wal_bytes"], count),
+        "peak_rss_mb": round(cpu["peak_rss_bytes"] / 2**20, 1),
+        "other_load_pct": round(100 * cpu["foreign_cpu_share"], 1),
+        "cpu": {k: round(v, 3) for k, v in cpu.items()},
+        "pg": pg,
+    }
+
+
+# --- 2: end to end --------------------------------------------------------------------
+
+
+async def e2e_phase(
+    run: Run,
+    impl: Impl,
+    n: int,
+    concurrency: int,
+    timeout_s: float,
+    profile_to: Path | None = None,
+) -> dict[str, Any]:
+    """N cancels through the API to the Dropbox Sign simulator and back by callback, from
+    the first enqueue to the last confirmation in Postgres."""
+    db = f"bench_e2e_{impl.name}"
+    await run.pg.create_database(db)
+    await run.sim_call("POST", "/_sim/reset")
+    port = free_port()
+    await run.sim_call(
+        "PATCH", "/_sim/faults", {"callback_url": f"http://127.0.0.1:{port}/webhooks/dropbox_sign"}
+    )
+    child, url = await _start(run, impl, db, run.dropbox_sign_url, {}, port)
+    before = await run.pg.counters(db)
+    profiler = _start_profiler(run, child, profile_to) if profile_to else None
+
+    ids = load.resource_ids(f"e2e-{impl.name}", n)
+    requests = load.enqueue_requests(ids)
+    polls = 0
+    terminal_sql = f"SELECT count(*) FROM {impl.table} WHERE status IN ('confirmed', 'failed')"  # noqa: S608
+
+    async def block() -> tuple[load.LoadResult, int]:
+        """Enqueue everything, then poll (10 Hz) until every accepted cancel is terminal."""
+        nonlocal polls
+        deadline = time.monotonic() + timeout_s
+        enqueue = asyncio.create_task(load.post_all(url, requests, concurrency, timeout_s))
+        done = 0
+        # Closed before the statistics are read, so its own transactions are flushed too.
+        conn = await asyncpg.connect(run.pg.database(db))
+        try:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                if not enqueue.done():
+                    continue
+                done = await conn.fetchval(terminal_sql)
+                polls += 1
+                if done >= enqueue.result().count:
+                    break
+        finally:
+            await conn.close()
+        return await enqueue, done
+
+    (result, done), cpu = await _costs(run, child, block)
+    pg = await _stop_and_count(run, child, db, before, extra_xacts=polls)
+    if profiler is not None and profiler.proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(profiler.proc.wait, 60)
+        profiler.stop()
+    conn = await asyncpg.connect(run.pg.database(db))
+    try:
+        rows = await conn.fetch(
+            f"SELECT status, extract(epoch FROM created_at) AS created,"  # noqa: S608
+            f" extract(epoch FROM confirmed_at) AS confirmed FROM {impl.table}"
+        )
+        history = (
+            await conn.fetchval("SELECT count(*) FROM cancellation_events")
+            if impl.is_service
+            else 0
+        )
+        # Every index costs a write per non-HOT update; which ones did the run use?
+        index_scans = {
+            r["indexrelname"]: r["idx_scan"]
+            for r in await conn.fetch(
+                "SELECT indexrelname, idx_scan FROM pg_stat_user_indexes ORDER BY indexrelname"
+            )
+        }
+    finally:
+        await conn.close()
+
+    confirmed = [r for r in rows if r["status"] == "confirmed" and r["confirmed"] is not None]
+    ttc = [float(r["confirmed"] - r["created"]) for r in confirmed]
+    last = max((float(r["confirmed"]) for r in confirmed), default=float("nan"))
+    span = last - result.first_sent_at
+    sim = await run.sim_call("GET", "/_sim/stats")
+    count = len(confirmed)
+    return {
+        "cancels": n,
+        "enqueued": result.count,
+        "confirmed": count,
+        "terminal": done,
+        "complete": count == n,
+        "seconds": round(span, 3),
+        "confirmed_per_s": round(count / span, 1) if span > 0 else None,
+        "ttc_p50_ms": round(percentile(ttc, 0.50) * 1000, 1),
+        "ttc_p99_ms": round(percentile(ttc, 0.99) * 1000, 1),
+        "enqueue": result.summary(),
+        "cpu_ms_per_cancel": _per(cpu["cpu_s"], count, 1000),
+        "cpu_s_per_1000": _per(cpu["cpu_s"], count, 1000),
+        "pg_cpu_s_per_1000": _per(cpu["pg_cpu_s"], count, 1000),
+        "sim_cpu_s_per_1000": _per(cpu["sim_cpu_s"], count, 1000),
+        "loadgen_cpu_s_per_1000": _per(cpu["loadgen_cpu_s"], count, 1000),
+        "peak_rss_mb": round(cpu["peak_rss_bytes"] / 2**20, 1),
+        "hwm_rss_mb": round(cpu["hwm_rss_bytes"] / 2**20, 1),
+        "xacts_per_cancel": _per(pg["xact_commit"], count),
+        "wal_bytes_per_cancel": _per(pg["wal_bytes"], count),
+        "wal_lsn_bytes_per_cancel": _per(pg["wal_lsn_bytes"], count),
+        "history_rows": history,
+        "index_scans": index_scans,
+        "other_load_pct": round(100 * cpu["foreign_cpu_share"], 1),
+        "provider": {
+            k: sim["dropbox_sign"].get(k)
+            for k in ("cancel_calls", "status_calls", "callbacks_delivered", "callback_failures")
+        },
+        "cpu": {k: round(v, 3) for k, v in cpu.items()},
+        "pg": pg,
+    }
+
+
+def _start_profiler(run: Run, child: Child, out: Path) -> Child | None:
+    """py-spy on the process for the whole phase (raw collapsed stacks), if installed."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not os.path.exists(spy):
+        print("py-spy is not installed (.venv/bin/pip install py-spy); no profile", flush=True)
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv = [spy, "record", "--pid", str(child.pid), "--rate", "250", "--format", "raw"]
+    return run.child("py-spy", [*argv, "--output", str(out), "--nonblocking"], clean_env({}))
+
+
+# --- 4: the sweeper -------------------------------------------------------------------
+
+
+async def sweep_phase(run: Run, rows: int, overdue: int, rounds: int) -> dict[str, Any]:
+    import sweep
+
+    db = f"bench_sweep_{rows}"
+    dsn = await run.pg.create_database(db)
+    loaded = await sweep.load(dsn, rows, overdue, run.variants)
+    measured = await sweep.measure(dsn, overdue, rounds)
+    return {**loaded, **measured}
+
+
+# --- 5b: pgbench ----------------------------------------------------------------------
+
+
+async def pgbench_phase(run: Run, seconds: int, clients: int) -> dict[str, Any]:
+    """The database's raw limit here: a one-row INSERT per transaction."""
+    db = "bench_pgbench"
+    dsn = await run.pg.create_database(db)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE pgbench_insert (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+            " at timestamptz NOT NULL DEFAULT now(), payload text NOT NULL)"
+        )
+    finally:
+        await conn.close()
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write("INSERT INTO pgbench_insert (payload) VALUES ('cancel');\n")
+    os.chmod(script.name, 0o644)
+    argv = [
+        str(run.pg.bin_dir / "pgbench"),
+        "-h",
+        run.pg.socket_dir,
+        "-U",
+        "postgres",
+        "-n",
+        "-c",
+        str(clients),
+        "-j",
+        str(min(clients, os.cpu_count() or 1)),
+        "-T",
+        str(seconds),
+        "-f",
+        script.name,
+        db,
+    ]
+    pg_cpu = CpuMeter(run.pg.postmaster_pid)
+    start_cpu = pg_cpu.read()
+    before = await run.pg.counters(db)
+    try:
+        completed = await asyncio.to_thread(
+            subprocess.run, argv, capture_output=True, text=True, timeout=seconds + 60
+        )
+    finally:
+        os.unlink(script.name)
+    used = pg_cpu.read() - start_cpu
+    await asyncio.sleep(0.3)
+    after = await run.pg.counters(db)
+    if completed.returncode != 0:
+        raise RuntimeError(f"pgbench failed: {completed.stderr[-2000:]}")
+    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", completed.stdout)
+    latency = re.search(r"latency average = ([\d.]+) ms", completed.stdout)
+    xacts = after.xact_commit - before.xact_commit
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "tps": float(tps.group(1)) if tps else None,
+        "latency_avg_ms": float(latency.group(1)) if latency else None,
+        "pg_cpu_ms_per_xact": _per(used, xacts, 1000),
+        "wal_bytes_per_xact": _per(after.wal_bytes - before.wal_bytes, xacts),
+    }
