@@ -86,8 +86,6 @@ class Run:
         if self.variants:
             argv = [sys.executable, str(Path(__file__).with_name("variants.py")), "serve"]
             env = {**env, "BENCH_VARIANTS": ",".join(self.variants)}
-            if "quiet-log" in self.variants:
-                env["ORCH_LOG_LEVEL"] = "WARNING"
         return self.child(
             f"service-{port}",
             argv,
@@ -463,7 +461,7 @@ async def sweep_phase(run: Run, rows: int, overdue: int, rounds: int) -> dict[st
 
     db = f"bench_sweep_{rows}"
     dsn = await run.pg.create_database(db)
-    loaded = await sweep.load(dsn, rows, overdue, run.variants)
+    loaded = await sweep.load(dsn, rows, overdue)
     measured = await sweep.measure(dsn, overdue, rounds)
     return {**loaded, **measured}
 

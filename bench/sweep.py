@@ -1,8 +1,8 @@
 """Sweeper at scale: a big, mostly terminal table with a few overdue rows, one round timed.
 
-The table is bulk-loaded with COPY (asyncpg copy_records_to_table). The counts trigger is
-switched off for the load and cancellation_counts written once from the totals, which is
-what the per-row trigger would have left behind, without a million trigger calls.
+The table is bulk-loaded with COPY (asyncpg copy_records_to_table). The counts triggers
+are switched off for the load and cancellation_counts written once from the totals, which
+is what the triggers would have left behind, without the trigger work.
 """
 
 from __future__ import annotations
@@ -117,14 +117,10 @@ def _records(rows: int, overdue: int, now: datetime, seed: int) -> Iterator[tupl
         )
 
 
-async def load(dsn: str, rows: int, overdue: int, variants: list[str]) -> dict[str, Any]:
+async def load(dsn: str, rows: int, overdue: int) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
         await migrations.migrate(conn)
-        if "statement-counts" in variants:
-            import variants as prototypes
-
-            await prototypes.apply_statement_counts(conn)
         now = datetime.now(UTC)
         started = time.perf_counter()
         await conn.execute("ALTER TABLE cancellations DISABLE TRIGGER USER")
