@@ -11,9 +11,8 @@ import uuid
 from typing import Annotated, Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from orchestrator import errors
 from orchestrator.domain.model import CancelResult, Outcome, RetryLater, Settled
 from orchestrator.providers import base
 
@@ -39,12 +38,7 @@ class Aptly(base.Provider):
     name = "aptly"
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        try:
-            parsed = AptlyParams.model_validate(params)
-        except ValidationError as exc:
-            raise errors.InvalidRequest.from_validation(
-                exc, "params for aptly", prefix="params."
-            ) from None
+        parsed = base.parse_params(AptlyParams, params, self.name)
         return parsed.model_dump(mode="json", exclude_none=True)
 
     def check_account(self, account: base.Account) -> str | None:

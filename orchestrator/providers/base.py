@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 
 import aiohttp
 import orjson
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 
+from orchestrator import errors
 from orchestrator.domain.model import (
     CancelResult,
     RetryLater,
@@ -161,6 +162,16 @@ async def call(
         )
 
 
+def parse_params(model: type[BaseModel], params: dict[str, Any], provider: str) -> BaseModel:
+    """Validate an enqueue's `params` against a provider's model; 422 names each field."""
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        raise errors.InvalidRequest.from_validation(
+            exc, f"params for {provider}", prefix="params."
+        ) from None
+
+
 class Provider(abc.ABC):
     """A provider adapter. Register each in providers/registry.py."""
 
@@ -173,8 +184,6 @@ class Provider(abc.ABC):
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Check the provider-specific `params` of an enqueue; raise InvalidRequest if wrong."""
         if params:
-            from orchestrator import errors
-
             raise errors.InvalidRequest(
                 f"{self.name} takes no params",
                 [{"field": "params", "message": f"{self.name} takes no params"}],

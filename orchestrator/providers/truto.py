@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from orchestrator import errors
 from orchestrator.domain.model import CancelResult, Outcome, RetryLater, Settled, WebhookEvent
@@ -55,12 +55,7 @@ class Truto(base.Provider):
     webhook_names = ("truto",)
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return TrutoParams.model_validate(params).model_dump()
-        except ValidationError as exc:
-            raise errors.InvalidRequest.from_validation(
-                exc, "params for truto", prefix="params."
-            ) from None
+        return base.parse_params(TrutoParams, params, self.name).model_dump()
 
     def check_account(self, account: base.Account) -> str | None:
         if account.secret is None:

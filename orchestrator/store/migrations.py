@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ async def migrate(conn: asyncpg.Connection, directory: Path = DEFAULT_DIR) -> li
     return applied_now
 
 
+@functools.cache
 def latest_version(directory: Path = DEFAULT_DIR) -> int:
+    """Read once per process: /readyz asks on every probe, and the files do not change."""
     migrations = discover(directory)
     return migrations[-1].version if migrations else 0

@@ -155,17 +155,8 @@ class Store:
                 Q["pending_event_for_resource"], new.provider, new.account, new.resource_id
             )
             if pending is not None:
-                decision = lifecycle.from_webhook(effect_from_json(pending["effect"]))
-                decision = _with_evidence(decision, {"inbox_event_id": pending["id"]})
-                settled = await self._apply(conn, created, decision, now, submitted=False)
-                await conn.execute(
-                    Q["mark_events_processed"],
-                    new.provider,
-                    new.account,
-                    new.resource_id,
-                    now,
-                    created.id,
-                )
+                effect = effect_from_json(pending["effect"])
+                settled = await self._settle(conn, created, effect, pending["id"], now)
                 created = settled or created
             return created, True
 
@@ -325,19 +316,31 @@ class Store:
             if record is None:
                 return WebhookOutcome.STORED
             target = Cancellation.from_record(record)
-            decision = _with_evidence(
-                lifecycle.from_webhook(event.effect), {"inbox_event_id": inbox_id}
-            )
-            await self._apply(conn, target, decision, now, submitted=False)
-            await conn.execute(
-                Q["mark_events_processed"],
-                event.provider,
-                event.account,
-                event.resource_id,
-                now,
-                target.id,
-            )
+            await self._settle(conn, target, event.effect, inbox_id, now)
             return WebhookOutcome.APPLIED
+
+    async def _settle(
+        self,
+        conn: asyncpg.Connection,
+        target: Cancellation,
+        effect: Settled,
+        inbox_id: int,
+        now: datetime,
+    ) -> Cancellation | None:
+        """Settle an open cancellation by a stored event, and mark the request's pending
+        events as used by it. Shared by a webhook that finds the cancellation open and an
+        enqueue that finds the event already stored."""
+        decision = _with_evidence(lifecycle.from_webhook(effect), {"inbox_event_id": inbox_id})
+        settled = await self._apply(conn, target, decision, now, submitted=False)
+        await conn.execute(
+            Q["mark_events_processed"],
+            target.provider,
+            target.account,
+            target.resource_id,
+            now,
+            target.id,
+        )
+        return settled
 
     # --- the sweeper's side -------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from orchestrator.domain.model import Status
@@ -90,6 +91,7 @@ def _id_parameter() -> dict[str, Any]:
     return {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+@functools.cache
 def build() -> dict[str, Any]:
     request_schema = CancellationIn.model_json_schema(ref_template=_REF)
     definitions = request_schema.pop("$defs", {})
