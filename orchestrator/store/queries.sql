@@ -1,37 +1,22 @@
 -- Every statement the service sends, named. Loaded by orchestrator/store/queries.py.
--- Times are always parameters ($now), never now(), so tests can move the clock.
+-- Times are always parameters ($now), never now(), so tests can move the clock. The
+-- functions called here are created by the migrations (0003_one_round_trip.sql).
 
--- name: insert_cancellation
--- Record a new cancellation and its first event; nothing if an open one or the key exists.
-WITH inserted AS (
-    INSERT INTO cancellations (
-        id, provider, account, resource_id, status, reason, metadata, params,
-        idempotency_key, request_hash, next_attempt_at, created_at, updated_at
-    )
-    VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $10, $10)
-    ON CONFLICT DO NOTHING
-    RETURNING *
-), event AS (
-    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
-    SELECT id, $10, NULL, status, 'enqueued', $11 FROM inserted
-)
-SELECT * FROM inserted;
+-- name: enqueue
+-- Record a cancellation, or find the one that answers this request; one round trip.
+SELECT (e.cancellation).*, e.result
+FROM enqueue_cancellation($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) e;
 
--- name: lock_resource
--- Serialise enqueue and webhook for one request, so an event racing an enqueue is never missed.
-SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2 || '/' || $3, 0));
+-- name: record_webhook_event
+-- Store a verified event once and settle the open cancellation it reports; one round trip.
+SELECT record_webhook_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+
+-- name: apply_decision
+-- Carry out one transition if the row's version is still $2; no row if the fence held.
+SELECT * FROM apply_decision($1, $2, $3, $4, $5, $6);
 
 -- name: get_cancellation
 SELECT * FROM cancellations WHERE id = $1;
-
--- name: find_by_idempotency_key
-SELECT * FROM cancellations WHERE idempotency_key = $1;
-
--- name: find_open_for_resource
-SELECT * FROM cancellations
-WHERE provider = $1 AND account = $2 AND resource_id = $3
-  AND status IN ('queued', 'sending', 'awaiting_confirmation')
-FOR UPDATE;
 
 -- name: list_cancellations
 -- Newest first; keyset pagination on (created_at, id). Null filters match everything.
@@ -72,32 +57,6 @@ WITH due AS (
     FROM claimed
 )
 SELECT * FROM claimed;
-
--- name: apply_decision
--- Carry out one transition, only if nobody changed the row since we read it (version = $2).
-WITH updated AS (
-    UPDATE cancellations
-    SET status = $3::text,
-        version = version + 1,
-        updated_at = $4::timestamptz,
-        next_attempt_at = $5::timestamptz,
-        confirm_by = COALESCE($6::timestamptz, confirm_by),
-        outcome = COALESCE($7::text, outcome),
-        confirmed_via = $8::text,
-        confirmed_at = CASE WHEN $3::text = 'confirmed' THEN $4::timestamptz END,
-        last_error = COALESCE($9::jsonb, last_error),
-        provider_state = COALESCE($10::jsonb, provider_state),
-        submitted_at = CASE WHEN $11::boolean THEN $4::timestamptz ELSE submitted_at END,
-        needs_check = false,
-        lease_owner = NULL,
-        lease_expires_at = NULL
-    WHERE id = $1 AND version = $2
-    RETURNING *
-), event AS (
-    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
-    SELECT id, $4::timestamptz, $12::text, status, $13::text, $14::jsonb FROM updated
-)
-SELECT * FROM updated;
 
 -- name: requeue_expired_leases
 -- A lease that ran out means its worker died or stalled: put the row back in the queue.
@@ -156,28 +115,6 @@ WITH released AS (
     FROM released
 )
 SELECT count(*) FROM released;
-
--- name: insert_inbox_event
--- Store a verified event once; a redelivery returns no row.
-INSERT INTO webhook_inbox (
-    provider, account, dedupe_key, resource_id, event_type, event_time, effect, payload, received_at
-)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-ON CONFLICT (provider, dedupe_key) DO NOTHING
-RETURNING id;
-
--- name: pending_event_for_resource
--- The newest stored event that settles this request and has not settled a cancellation yet.
-SELECT id, event_type, effect FROM webhook_inbox
-WHERE provider = $1 AND account = $2 AND resource_id = $3
-  AND processed_at IS NULL AND effect IS NOT NULL
-ORDER BY event_time DESC NULLS LAST, id DESC
-LIMIT 1;
-
--- name: mark_events_processed
-UPDATE webhook_inbox SET processed_at = $4, cancellation_id = $5
-WHERE provider = $1 AND account = $2 AND resource_id = $3
-  AND processed_at IS NULL AND effect IS NOT NULL;
 
 -- name: stats
 -- Counts come from the trigger-maintained shards; overdue and last_confirmed_at use indexes.

@@ -1,0 +1,99 @@
+"""The store's contract with the schema: row shape, and events kept across an upgrade."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import orjson
+import pytest
+
+from orchestrator.store import db as store_db
+from orchestrator.store import migrations
+from orchestrator.store.repository import Cancellation, NewCancellation, Store
+from tests.conftest import _admin, with_database
+
+
+async def test_cancellation_fields_are_the_table_columns_in_order(db: asyncpg.Connection) -> None:
+    # Cancellation.from_record builds positionally from SELECT * and RETURNING *.
+    columns = await db.fetch(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_name = 'cancellations' ORDER BY ordinal_position"
+    )
+    assert [c["column_name"] for c in columns] == [f.name for f in dataclasses.fields(Cancellation)]
+
+
+@pytest.fixture
+async def empty_dsn(pg_server: str) -> AsyncIterator[str]:
+    name = "upgrade_from_0002"
+    await _admin(
+        pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"
+    )
+    try:
+        yield with_database(pg_server, name)
+    finally:
+        await _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def new(resource_id: str) -> NewCancellation:
+    return NewCancellation("dropbox_sign", "default", resource_id, None, {}, {}, None, "h")
+
+
+async def test_events_stored_before_0003_still_settle_a_later_enqueue(
+    empty_dsn: str, tmp_path: Path
+) -> None:
+    """0003 moved the decision into the inbox; rows stored by 0002 get theirs from `effect`."""
+    for migration in sorted(migrations.DEFAULT_DIR.glob("000[12]_*.sql")):
+        shutil.copy(migration, tmp_path)
+    received = datetime(2026, 11, 1, tzinfo=UTC)
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        assert await migrations.migrate(conn, tmp_path) == [1, 2]
+        for resource_id, effect in [
+            ("sr-old-canceled", {"outcome": "canceled", "ok": True, "evidence": {"e": 1}}),
+            ("sr-old-signed", {"outcome": "completed", "ok": False, "evidence": {}}),
+        ]:
+            await conn.execute(
+                "INSERT INTO webhook_inbox (provider, account, dedupe_key, resource_id,"
+                " event_type, effect, payload, received_at)"
+                " VALUES ('dropbox_sign', 'default', $1, $1, 'x', $2::jsonb, '{}', $3)",
+                resource_id,
+                orjson.dumps(effect).decode(),
+                received,
+            )
+        assert await migrations.migrate(conn) == [
+            m.version for m in migrations.discover() if m.version > 2
+        ]
+    finally:
+        await conn.close()
+
+    pool = await store_db.create_pool(empty_dsn, 2)
+    try:
+        store = Store(pool)
+        now = datetime.now(UTC)
+        canceled, created = await store.enqueue(new("sr-old-canceled"), now)
+        assert created
+        assert (canceled.status, canceled.outcome, canceled.confirmed_via) == (
+            "confirmed",
+            "canceled",
+            "webhook",
+        )
+        signed, _ = await store.enqueue(new("sr-old-signed"), now)
+        assert (signed.status, signed.outcome, signed.confirmed_via) == (
+            "failed",
+            "completed",
+            None,
+        )
+        assert signed.last_error is not None
+        assert signed.last_error["code"] == "completed"
+        assert signed.last_error["message"] == "the request is completed"
+        (event,) = [e for e in await store.events(canceled.id) if e.to_status == "confirmed"]
+        assert event.cause == "webhook"
+        assert event.evidence["e"] == 1
+        assert isinstance(event.evidence["inbox_event_id"], int)
+    finally:
+        await pool.close()
