@@ -166,7 +166,8 @@ END;
 $$;
 
 -- Store a verified event once and settle the open cancellation it reports, if any. Returns
--- duplicate (a redelivery: nothing changed), stored, or applied.
+-- duplicate (a redelivery: nothing changed), stored, or applied. An event that settles is
+-- stored already marked as used: updating it afterwards would write its payload twice.
 CREATE FUNCTION record_webhook_event(
     p_provider text, p_account text, p_dedupe_key text, p_resource_id text,
     p_event_type text, p_event_time timestamptz, p_effect jsonb, p_decision jsonb,
@@ -179,26 +180,26 @@ DECLARE
 BEGIN
     IF p_resource_id IS NOT NULL THEN
         PERFORM lock_request(p_provider, p_account, p_resource_id);
+        IF p_decision IS NOT NULL THEN
+            SELECT * INTO target FROM cancellations
+            WHERE provider = p_provider AND account = p_account AND resource_id = p_resource_id
+              AND status IN ('queued', 'sending', 'awaiting_confirmation')
+            FOR UPDATE;
+        END IF;
     END IF;
     INSERT INTO webhook_inbox (
         provider, account, dedupe_key, resource_id, event_type, event_time, effect, decision,
-        payload, received_at
+        payload, received_at, processed_at, cancellation_id
     )
     VALUES (p_provider, p_account, p_dedupe_key, p_resource_id, p_event_type, p_event_time,
-            p_effect, p_decision, p_payload, p_now)
+            p_effect, p_decision, p_payload, p_now,
+            CASE WHEN target.id IS NOT NULL THEN p_now END, target.id)
     ON CONFLICT (provider, dedupe_key) DO NOTHING
     RETURNING id INTO event_id;
     IF event_id IS NULL THEN
         RETURN 'duplicate';
     END IF;
-    IF p_decision IS NULL OR p_resource_id IS NULL THEN
-        RETURN 'stored';
-    END IF;
-    SELECT * INTO target FROM cancellations
-    WHERE provider = p_provider AND account = p_account AND resource_id = p_resource_id
-      AND status IN ('queued', 'sending', 'awaiting_confirmation')
-    FOR UPDATE;
-    IF NOT FOUND THEN
+    IF target.id IS NULL THEN
         RETURN 'stored';
     END IF;
     PERFORM * FROM settle_by_event(target, event_id, p_decision, p_now);

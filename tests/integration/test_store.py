@@ -12,9 +12,10 @@ import asyncpg
 import orjson
 import pytest
 
+from orchestrator.domain.model import Outcome, Settled, WebhookEvent
 from orchestrator.store import db as store_db
 from orchestrator.store import migrations
-from orchestrator.store.repository import Cancellation, NewCancellation, Store
+from orchestrator.store.repository import Cancellation, NewCancellation, Store, WebhookOutcome
 from tests.conftest import _admin, with_database
 
 
@@ -91,9 +92,53 @@ async def test_events_stored_before_0003_still_settle_a_later_enqueue(
         assert signed.last_error is not None
         assert signed.last_error["code"] == "completed"
         assert signed.last_error["message"] == "the request is completed"
-        (event,) = [e for e in await store.events(canceled.id) if e.to_status == "confirmed"]
+        history = await store.events(canceled.id)
+        assert history is not None
+        (event,) = [e for e in history if e.to_status == "confirmed"]
         assert event.cause == "webhook"
         assert event.evidence["e"] == 1
         assert isinstance(event.evidence["inbox_event_id"], int)
     finally:
         await pool.close()
+
+
+@pytest.fixture
+async def store(dsn: str) -> AsyncIterator[Store]:
+    pool = await store_db.create_pool(dsn, 2)
+    try:
+        yield Store(pool)
+    finally:
+        await pool.close()
+
+
+def canceled(resource_id: str, key: str) -> WebhookEvent:
+    effect = Settled(Outcome.CANCELED, True, {"seen": key}, provider_state={"state": key})
+    return WebhookEvent(
+        "dropbox_sign", "default", resource_id, "signature_request_canceled", None, key, {}, effect
+    )
+
+
+async def test_a_settling_event_is_stored_once_and_linked_to_what_it_settled(
+    store: Store, db: asyncpg.Connection
+) -> None:
+    now = datetime.now(UTC)
+    open_one, _ = await store.enqueue(new("sr-open"), now)
+    assert await store.record_webhook(canceled("sr-open", "e1"), now) is WebhookOutcome.APPLIED
+    assert await store.record_webhook(canceled("sr-early", "e2"), now) is WebhookOutcome.STORED
+    assert await store.record_webhook(canceled("sr-early", "e2"), now) is WebhookOutcome.DUPLICATE
+    early, _ = await store.enqueue(new("sr-early"), now)
+
+    inbox = {
+        r["dedupe_key"]: r
+        for r in await db.fetch(
+            "SELECT dedupe_key, processed_at, cancellation_id FROM webhook_inbox"
+        )
+    }
+    assert set(inbox) == {"e1", "e2"}
+    for key, cancellation in [("e1", open_one), ("e2", early)]:
+        assert inbox[key]["cancellation_id"] == cancellation.id
+        assert inbox[key]["processed_at"] is not None
+        settled = await store.get(cancellation.id)
+        assert settled is not None
+        assert (settled.status, settled.confirmed_via) == ("confirmed", "webhook")
+        assert settled.provider_state == {"state": key}
