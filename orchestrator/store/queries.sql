@@ -29,8 +29,11 @@ ORDER BY created_at DESC, id DESC
 LIMIT $6;
 
 -- name: list_events
-SELECT id, at, from_status, to_status, cause, evidence
-FROM cancellation_events WHERE cancellation_id = $1 ORDER BY id;
+-- A cancellation's history, oldest first; no row at all if the cancellation does not exist.
+SELECT e.id, e.at, e.from_status, e.to_status, e.cause, e.evidence
+FROM cancellations c LEFT JOIN cancellation_events e ON e.cancellation_id = c.id
+WHERE c.id = $1
+ORDER BY e.id;
 
 -- name: claim_due
 -- Take up to $2 due rows under a lease; attempts and the fencing token move with the claim.

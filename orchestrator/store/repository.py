@@ -181,10 +181,13 @@ class Store:
             )
         return [Cancellation.from_record(r) for r in records]
 
-    async def events(self, cancellation_id: uuid.UUID) -> list[Event]:
+    async def events(self, cancellation_id: uuid.UUID) -> list[Event] | None:
+        """The history, oldest first; None if there is no such cancellation."""
         async with translate_errors():
             records = await self.pool.fetch(Q["list_events"], cancellation_id)
-        return [Event(**dict(r)) for r in records]
+        if not records:
+            return None
+        return [Event(*r) for r in records if r["id"] is not None]
 
     async def stats(self, now: datetime) -> dict[str, Any]:
         async with translate_errors():

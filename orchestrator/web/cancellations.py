@@ -106,10 +106,9 @@ async def get_one(request: web.Request) -> web.Response:
 @routes.get("/v1/cancellations/{id}/events")
 async def events(request: web.Request) -> web.Response:
     ident = _cancellation_id(request)
-    store = request.app[keys.STORE]
-    if await store.get(ident) is None:
+    history = await request.app[keys.STORE].events(ident)
+    if history is None:
         raise errors.NotFound(f"no cancellation {ident}")
-    history = await store.events(ident)
     return json_response(
         {"cancellation_id": str(ident), "events": [schemas.event_out(e) for e in history]}
     )
