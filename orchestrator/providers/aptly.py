@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import aiohttp
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from orchestrator.domain.model import CancelResult, Outcome, RetryLater, Settled
+from orchestrator.domain.model import CancelResult, RetryLater
 from orchestrator.providers import base
 
 
@@ -67,16 +67,10 @@ class Aptly(base.Provider):
         )
         if isinstance(answer, RetryLater):
             return answer
-        if answer.status == 200:
-            body = answer.body if isinstance(answer.body, dict) else {}
-            data = body.get("data") if isinstance(body.get("data"), dict) else {}
-            state = {"status": data.get("status")} if data else None
-            return Settled(Outcome.CANCELED, True, answer.evidence(), provider_state=state)
-        message = _message(answer)
-        if answer.status in (401, 408, 429) or answer.status >= 500:
-            retry = base.transient(answer)
-            return RetryLater(retry.code, message, retry.delay_s, retry.evidence)
-        outcome = Outcome.NOT_FOUND if answer.status == 404 else Outcome.NOT_CANCELABLE
-        return Settled(
-            outcome, False, answer.evidence(), error_code=outcome.value, error_message=message
+        body = answer.body if isinstance(answer.body, dict) else {}
+        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        return base.classify_cancel(
+            answer,
+            message=_message(answer),
+            provider_state={"status": data.get("status")} if data else None,
         )

@@ -22,7 +22,9 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from orchestrator import errors
 from orchestrator.domain.model import (
     CancelResult,
+    Outcome,
     RetryLater,
+    Settled,
     StatusResult,
     StillOpen,
     WebhookEvent,
@@ -130,6 +132,33 @@ def transient(answer: Answer, code: str | None = None) -> RetryLater:
         message=message,
         delay_s=retry_after_s(answer.headers) if answer.status in (429, 503) else None,
         evidence=answer.evidence(),
+    )
+
+
+def classify_cancel(
+    answer: Answer,
+    *,
+    message: str,
+    code: str | None = None,
+    details: dict[str, Any] | None = None,
+    provider_state: dict[str, Any] | None = None,
+) -> CancelResult:
+    """The usual reading of a cancel that is answered at once (Truto, Aptly): 2xx canceled;
+    401, 408, 429 and 5xx worth another try; 404 not found; anything else not cancelable.
+    `code` is the provider's own error code, if its error body names one."""
+    if 200 <= answer.status < 300:
+        return Settled(Outcome.CANCELED, True, answer.evidence(), provider_state=provider_state)
+    if answer.status in (401, 408, 429) or answer.status >= 500:
+        retry = transient(answer, code=code)
+        return RetryLater(retry.code, message, retry.delay_s, retry.evidence, details)
+    outcome = Outcome.NOT_FOUND if answer.status == 404 else Outcome.NOT_CANCELABLE
+    return Settled(
+        outcome,
+        False,
+        answer.evidence(),
+        error_code=code or outcome.value,
+        error_message=message,
+        error_details=details,
     )
 
 

@@ -22,7 +22,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from orchestrator import errors
-from orchestrator.domain.model import CancelResult, Outcome, RetryLater, Settled, WebhookEvent
+from orchestrator.domain.model import CancelResult, RetryLater, WebhookEvent
 from orchestrator.providers import base
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
@@ -84,21 +84,13 @@ class Truto(base.Provider):
         if isinstance(answer, RetryLater):
             return answer
         code, message, details = _error_fields(answer)
-        if 200 <= answer.status < 300:
-            workflow = answer.body if isinstance(answer.body, dict) else {}
-            state = {k: workflow.get(k) for k in ("id", "status", "stage") if k in workflow}
-            return Settled(Outcome.CANCELED, True, answer.evidence(), provider_state=state)
-        if answer.status in (401, 408, 429) or answer.status >= 500:
-            retry = base.transient(answer, code=code)
-            return RetryLater(retry.code, message, retry.delay_s, retry.evidence, details)
-        outcome = Outcome.NOT_FOUND if answer.status == 404 else Outcome.NOT_CANCELABLE
-        return Settled(
-            outcome,
-            False,
-            answer.evidence(),
-            error_code=code,
-            error_message=message,
-            error_details=details,
+        workflow = answer.body if isinstance(answer.body, dict) else {}
+        return base.classify_cancel(
+            answer,
+            message=message,
+            code=code,
+            details=details,
+            provider_state={k: workflow.get(k) for k in ("id", "status", "stage") if k in workflow},
         )
 
     def parse_webhook(
