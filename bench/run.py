@@ -48,7 +48,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="table sizes for the sweeper, comma-separated ('' skips the phase)",
     )
     parser.add_argument("--overdue", type=int, default=1_000, help="overdue rows per table")
-    parser.add_argument("--sweep-rounds", type=int, default=3)
+    parser.add_argument(
+        "--sweep-rounds", type=int, default=7, help="rounds per table size; the median is reported"
+    )
     parser.add_argument("--pgbench-seconds", type=int, default=10, help="0 skips pgbench")
     parser.add_argument("--pgbench-clients", type=int, default=8)
     parser.add_argument(
