@@ -120,11 +120,19 @@ WITH released AS (
 SELECT count(*) FROM released;
 
 -- name: stats
--- Counts come from the trigger-maintained shards; overdue and last_confirmed_at use indexes.
+-- Terminal statuses from their counters (apply_decision keeps them); open ones counted live,
+-- each from its partial index; overdue and last_confirmed_at use indexes too.
 SELECT
-    (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
-     FROM (SELECT status, sum(n)::bigint AS n FROM cancellation_counts GROUP BY status) s)
-        AS counts,
+    (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb) FROM (
+        SELECT status, sum(n)::bigint AS n FROM cancellation_counts GROUP BY status
+        UNION ALL
+        SELECT 'queued', count(*) FROM cancellations WHERE status = 'queued'
+        UNION ALL
+        SELECT 'sending', count(*) FROM cancellations WHERE status = 'sending'
+        UNION ALL
+        SELECT 'awaiting_confirmation', count(*) FROM cancellations
+        WHERE status = 'awaiting_confirmation'
+    ) s) AS counts,
     (SELECT count(*) FROM cancellations
      WHERE status = 'awaiting_confirmation' AND confirm_by <= $1) AS overdue,
     (SELECT max(confirmed_at) FROM cancellations WHERE confirmed_at IS NOT NULL)

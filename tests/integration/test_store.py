@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +12,8 @@ import asyncpg
 import orjson
 import pytest
 
-from orchestrator.domain.model import Outcome, Settled, WebhookEvent
+from orchestrator.domain import lifecycle
+from orchestrator.domain.model import ConfirmedVia, Outcome, Settled, WebhookEvent
 from orchestrator.store import db as store_db
 from orchestrator.store import migrations
 from orchestrator.store.repository import Cancellation, NewCancellation, Store, WebhookOutcome
@@ -40,6 +41,29 @@ async def empty_dsn(pg_server: str) -> AsyncIterator[str]:
         await _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+async def migrate(dsn: str, directory: Path = migrations.DEFAULT_DIR) -> list[int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrations.migrate(conn, directory)
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def open_store(dsn: str) -> AsyncIterator[Store]:
+    pool = await store_db.create_pool(dsn, 2)
+    try:
+        yield Store(pool)
+    finally:
+        await pool.close()
+
+
+def copy_migrations(directory: Path, upto: int) -> None:
+    for migration in migrations.discover():
+        if migration.version <= upto:
+            (directory / f"{migration.version:04d}_{migration.name}.sql").write_text(migration.sql)
+
+
 def new(resource_id: str) -> NewCancellation:
     return NewCancellation("dropbox_sign", "default", resource_id, None, {}, {}, None, "h")
 
@@ -48,8 +72,7 @@ async def test_events_stored_before_0003_still_settle_a_later_enqueue(
     empty_dsn: str, tmp_path: Path
 ) -> None:
     """0003 moved the decision into the inbox; rows stored by 0002 get theirs from `effect`."""
-    for migration in sorted(migrations.DEFAULT_DIR.glob("000[12]_*.sql")):
-        shutil.copy(migration, tmp_path)
+    copy_migrations(tmp_path, upto=2)
     received = datetime(2026, 11, 1, tzinfo=UTC)
     conn = await asyncpg.connect(empty_dsn)
     try:
@@ -72,9 +95,7 @@ async def test_events_stored_before_0003_still_settle_a_later_enqueue(
     finally:
         await conn.close()
 
-    pool = await store_db.create_pool(empty_dsn, 2)
-    try:
-        store = Store(pool)
+    async with open_store(empty_dsn) as store:
         now = datetime.now(UTC)
         canceled, created = await store.enqueue(new("sr-old-canceled"), now)
         assert created
@@ -98,17 +119,12 @@ async def test_events_stored_before_0003_still_settle_a_later_enqueue(
         assert event.cause == "webhook"
         assert event.evidence["e"] == 1
         assert isinstance(event.evidence["inbox_event_id"], int)
-    finally:
-        await pool.close()
 
 
 @pytest.fixture
 async def store(dsn: str) -> AsyncIterator[Store]:
-    pool = await store_db.create_pool(dsn, 2)
-    try:
-        yield Store(pool)
-    finally:
-        await pool.close()
+    async with open_store(dsn) as store:
+        yield store
 
 
 def canceled(resource_id: str, key: str) -> WebhookEvent:
@@ -142,3 +158,26 @@ async def test_a_settling_event_is_stored_once_and_linked_to_what_it_settled(
         assert settled is not None
         assert (settled.status, settled.confirmed_via) == ("confirmed", "webhook")
         assert settled.provider_state == {"state": key}
+
+
+async def test_counts_kept_by_the_0002_triggers_carry_over_to_terminal_counters(
+    empty_dsn: str, tmp_path: Path
+) -> None:
+    """0004 drops the triggers: open statuses are counted live, terminal ones carry over."""
+    copy_migrations(tmp_path, upto=3)
+    await migrate(empty_dsn, tmp_path)
+    async with open_store(empty_dsn) as store:
+        now = datetime.now(UTC)
+        rows = [(await store.enqueue(new(f"sr-count-{n}"), now))[0] for n in range(4)]
+        done = lifecycle.settle(Settled(Outcome.CANCELED, True), ConfirmedVia.WEBHOOK, "test")
+        await store.apply(rows[0], done, now, submitted=False)
+
+        await migrate(empty_dsn)
+        await store.apply(rows[1], done, now, submitted=False)
+        stats = await store.stats(now)
+        assert {k: stats[k] for k in ("total", "queued", "confirmed", "failed")} == {
+            "total": 4,
+            "queued": 2,
+            "confirmed": 2,
+            "failed": 0,
+        }
