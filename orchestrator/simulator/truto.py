@@ -1,9 +1,12 @@
-"""Truto stand-in: ``POST /unified/e-signature/workflows/cancel?integrated_account_id=...``.
+"""Truto stand-in: the unified e-signature workflow cancel and read, Ironclad behind them.
 
-Truto answers synchronously: the 200 carries the cancelled workflow, so there is no queued
-state and no lost cancel here. Errors that come from the provider behind Truto (Ironclad)
-carry ``truto_is_remote_error`` and the ``raw_response``; the rate limit is per integrated
-account, with Truto's normalised ``ratelimit-*`` headers.
+``POST /unified/e-signature/workflows/cancel?integrated_account_id=...`` answers
+synchronously: the 200 carries the cancelled workflow, so there is no queued state and no
+lost cancel here. ``GET /unified/e-signature/workflows/{id}?integrated_account_id=...`` reads
+a workflow back (the status check). Errors that come from the provider behind Truto
+(Ironclad) carry ``truto_is_remote_error`` and the ``raw_response``; the rate limit is per
+integrated account, with Truto's normalised ``ratelimit-*`` headers. docs/providers.md
+writes down the shapes and which of them are assumptions.
 """
 
 from __future__ import annotations
@@ -24,6 +27,19 @@ from orchestrator.simulator.base import CommonSettings, ProviderSimulator, Reque
 from orchestrator.simulator.faults import Faults
 
 CANCEL_PATH = "/unified/e-signature/workflows/cancel"
+WORKFLOW_PATH = "/unified/e-signature/workflows/{id}"
+
+# How each simulated state reads in the unified workflow: (status, stage id, stage name,
+# Ironclad's own status in remote_data). Truto's unified status has no "cancelled" or
+# "completed", so both are "inactive" and only the stage and remote_data tell them apart.
+# Ironclad knows no declined or expired workflow; those rows are the simulator's own.
+_WORKFLOW_STATES = {
+    "open": ("active", "review", "Review", "active"),
+    "canceled": ("inactive", "cancelled", "Cancelled", "cancelled"),
+    "completed": ("inactive", "completed", "Completed", "completed"),
+    "declined": ("inactive", "declined", "Declined", "declined"),
+    "expired": ("inactive", "expired", "Expired", "expired"),
+}
 
 
 @dataclasses.dataclass
@@ -57,6 +73,12 @@ def _error(status: int, message: str, raw: dict[str, Any] | None = None) -> web.
     return web.json_response(body, status=status)
 
 
+def _workflow_not_found() -> web.Response:
+    """Ironclad's documented 404 body, passed through by Truto as ``raw_response``."""
+    raw = {"code": "NOT_FOUND", "message": "workflow does not exist", "param": "workflowId"}
+    return _error(404, "Workflow not found", raw)
+
+
 class TrutoSimulator(ProviderSimulator):
     name = "truto"
     settings: TrutoSettings
@@ -67,6 +89,7 @@ class TrutoSimulator(ProviderSimulator):
     def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post(CANCEL_PATH, self._handle_cancel)
+        app.router.add_get(WORKFLOW_PATH, self._handle_get)
         return app
 
     # --- ProviderSimulator hooks ------------------------------------------------------
@@ -104,6 +127,12 @@ class TrutoSimulator(ProviderSimulator):
             request, "cancel", request_id, lambda _: self._cancel(request, body)
         )
 
+    async def _handle_get(self, request: web.Request) -> web.StreamResponse:
+        workflow_id = request.match_info["id"]
+        return await self.serve(
+            request, "status", workflow_id, lambda _: self._get(request, workflow_id)
+        )
+
     async def _cancel(self, request: web.Request, body: Any) -> web.Response:
         if not request.query.get("integrated_account_id"):
             return _error(400, "integrated_account_id is required")
@@ -126,29 +155,34 @@ class TrutoSimulator(ProviderSimulator):
             self.counters.duplicate_cancel_calls += 1
             return web.json_response(self.workflow(rec))
         if rec.state == "not_found":
-            raw = {"code": "NOT_FOUND", "message": f"Workflow {rec.id} does not exist"}
-            return _error(404, "Workflow not found", raw)
+            return _workflow_not_found()
         code = f"WORKFLOW_{rec.state.upper()}"
         raw = {"code": code, "message": f"Cannot cancel a workflow that is {rec.state}"}
         return _error(409, f"Workflow is already {rec.state}", raw)
 
+    async def _get(self, request: web.Request, workflow_id: str) -> web.Response:
+        if not request.query.get("integrated_account_id"):
+            return _error(400, "integrated_account_id is required")
+        rec = self.record(workflow_id)
+        if rec.state == "not_found":
+            return _workflow_not_found()
+        return web.json_response(self.workflow(rec))
+
     def workflow(self, rec: RequestRecord) -> dict[str, Any]:
-        """The unified workflow object, as in the cancel page's response body."""
-        cancelled = rec.state == "canceled"
+        """The unified workflow object, as the cancel and the read answer it.
+
+        ``remote_data`` is a trimmed Ironclad workflow (its ``status`` is one of active,
+        paused, completed, cancelled; ``step`` its stage)."""
+        status, stage_id, stage_name, remote_status = _WORKFLOW_STATES[rec.state]
         updated = iso(rec.canceled_at or rec.created_at)
         body = rec.last_cancel_body if isinstance(rec.last_cancel_body, dict) else {}
-        stage = (
-            {"id": "cancelled", "name": "Cancelled"}
-            if cancelled
-            else {"id": "review", "name": "Review"}
-        )
         return {
             "id": rec.id,
             "name": f"Simulated workflow {rec.id}",
             "description": None,
             "type": "contract",
-            "status": "inactive" if cancelled else "active",
-            "stage": stage,
+            "status": status,
+            "stage": {"id": stage_id, "name": stage_name},
             "created_at": iso(rec.created_at),
             "updated_at": updated,
             "created_by": {"id": "sim-user", "name": "Simulated User"},
@@ -156,8 +190,12 @@ class TrutoSimulator(ProviderSimulator):
             "urls": [{"type": "view", "url": f"https://ironclad.example/workflows/{rec.id}"}],
             "remote_data": {
                 "id": rec.id,
-                "status": "cancelled" if cancelled else "active",
-                "step": stage["name"],
+                "title": f"Simulated workflow {rec.id}",
+                "status": remote_status,
+                "step": stage_name,
+                "isCancelled": rec.state == "canceled",
+                "isComplete": rec.state == "completed",
+                "created": iso(rec.created_at),
                 "lastUpdated": updated,
                 "comment": body.get("message"),
             },
