@@ -70,7 +70,11 @@ async def apply_migrations(dsn: str, wait_s: float = 60) -> list[int]:
 
 def cmd_migrate(settings: Settings) -> int:
     with database(settings) as dsn:
-        applied = asyncio.run(apply_migrations(dsn))
+        try:
+            applied = asyncio.run(apply_migrations(dsn))
+        except migrations.MigrationError as exc:
+            print(f"orchestrator: {exc}", file=sys.stderr)
+            return 1
     print(f"applied {len(applied)} migration(s); schema is at {migrations.latest_version()}")
     return 0
 
@@ -79,7 +83,11 @@ def cmd_serve(settings: Settings) -> int:
     from orchestrator.web.app import create_app
 
     with database(settings) as dsn:
-        asyncio.run(apply_migrations(dsn))
+        try:
+            asyncio.run(apply_migrations(dsn))
+        except migrations.MigrationError as exc:
+            print(f"orchestrator: {exc}", file=sys.stderr)
+            return 1
         app = create_app(settings, dsn)
         log.info("serving on http://%s:%d", settings.host, settings.port)
         web.run_app(
