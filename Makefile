@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test test-faults run demo lint clean
+.PHONY: install test test-faults run demo lint clean schema
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check orchestrator tests
 	$(VENV)/bin/ruff format --check orchestrator tests
 	$(VENV)/bin/mypy
+
+# migrations/schema.sql: the whole schema after every migration, for reading (after a new migration).
+schema: $(STAMP)
+	$(PY) -m tests.integration.schema_snapshot
 
 clean:
 	rm -rf $(VENV) .orchestrator .pytest_cache
