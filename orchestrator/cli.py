@@ -41,7 +41,7 @@ def _configure_logging(level: str) -> None:
 def database(settings: Settings) -> Iterator[str]:
     """The DSN to use: DATABASE_URL, or an embedded server kept for the duration."""
     if settings.database_url:
-        yield settings.database_url
+        yield settings.database_url.get_secret_value()
         return
     server = EmbeddedPostgres(settings.data_dir)
     dsn = server.start()
@@ -82,6 +82,7 @@ def cmd_migrate(settings: Settings) -> int:
 def cmd_serve(settings: Settings) -> int:
     from orchestrator.web.app import create_app
 
+    log.debug("settings: %s", settings)  # secrets are masked by their types
     with database(settings) as dsn:
         try:
             asyncio.run(apply_migrations(dsn))
@@ -127,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         registry.accounts_from_settings(settings)  # a wrong ORCH_CONFIG stops start-up too
     except ConfigError as exc:
         print(f"orchestrator: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve" and settings.open_to_the_network_without_auth():
+        print(
+            f"orchestrator: refusing to serve on {settings.host} without ORCH_API_TOKENS: anyone"
+            " who can reach it could cancel any request. Set ORCH_API_TOKENS, listen on"
+            " 127.0.0.1 (ORCH_HOST), or set ORCH_ALLOW_NO_AUTH=true if the network is trusted.",
+            file=sys.stderr,
+        )
         return 2
     _configure_logging(settings.log_level)
     if args.command == "serve":

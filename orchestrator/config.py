@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -17,6 +19,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -29,10 +32,52 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
 
 
+class DatabaseUrl(SecretStr):
+    """A DSN whose password never shows: repr and str mask it, the rest stays readable for
+    the logs. `get_secret_value()` is the DSN to connect with."""
+
+    def _display(self) -> str:
+        return mask_dsn(self.get_secret_value())
+
+
+def mask_dsn(dsn: str) -> str:
+    """The DSN with the password (in the authority or a `password=` parameter) replaced."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "**********"
+    if not parts.scheme or not parts.netloc:
+        return "**********"  # not a URL (key=value form): nothing is safe to show
+    netloc = parts.netloc
+    userinfo, at, hostinfo = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostinfo}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def is_loopback(host: str | None) -> bool:
+    """127.0.0.0/8, ::1 or localhost: a listener or a provider only this machine can reach."""
+    if not host:
+        return False
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
-    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    database_url: DatabaseUrl | None = Field(None, validation_alias=_env("DATABASE_URL"))
     data_dir: Path = Field(Path(".orchestrator"), validation_alias=_env("ORCH_DATA_DIR"))
     host: str = Field("127.0.0.1", validation_alias=_env("ORCH_HOST"))
     port: int = Field(8080, ge=0, le=65535, validation_alias=_env("ORCH_PORT"))
@@ -40,6 +85,10 @@ class Settings(BaseSettings):
     api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), validation_alias=_env("ORCH_API_TOKENS")
     )
+    # Without tokens, `serve` listens only on loopback unless this says the network is trusted.
+    allow_no_auth: bool = Field(False, validation_alias=_env("ORCH_ALLOW_NO_AUTH"))
+    # Plain-http provider base URLs only on loopback unless this allows them (a local simulator).
+    allow_http_providers: bool = Field(False, validation_alias=_env("ORCH_ALLOW_HTTP_PROVIDERS"))
 
     dropbox_sign_api_key: SecretStr | None = Field(
         None, validation_alias=_env("DROPBOX_SIGN_API_KEY")
@@ -111,6 +160,18 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         return _check_url(value)
 
+    @model_validator(mode="after")
+    def _https_providers(self) -> Settings:
+        for field in ("dropbox_sign_base_url", "truto_base_url", "aptly_base_url"):
+            problem = insecure_url(getattr(self, field), self.allow_http_providers)
+            if problem:
+                raise ValueError(f"{_variable_name(field)}: {problem}")
+        return self
+
+    def open_to_the_network_without_auth(self) -> bool:
+        """True when `serve` must refuse to start: reachable beyond loopback, no token."""
+        return not self.api_tokens and not is_loopback(self.host) and not self.allow_no_auth
+
     def accounts(self) -> list[AccountSettings]:
         """Every configured account: one per provider from the variables above, then the
         accounts of ORCH_CONFIG (a TOML file), whose secrets come from the variables it names."""
@@ -139,7 +200,15 @@ class Settings(BaseSettings):
             ),
         ]
         if self.accounts_file is not None:
-            accounts = _merge(accounts, read_accounts_file(self.accounts_file))
+            extra = read_accounts_file(self.accounts_file)
+            for account in extra:
+                problem = insecure_url(account.base_url, self.allow_http_providers)
+                if problem:
+                    raise ConfigError(
+                        f"ORCH_CONFIG: account {account.name!r} of {account.provider}:"
+                        f" base_url {problem}"
+                    )
+            accounts = _merge(accounts, extra)
         return accounts
 
 
@@ -149,6 +218,16 @@ def _check_url(value: str | None) -> str | None:
     if not value.startswith(("http://", "https://")):
         raise ValueError("must be an http:// or https:// URL")
     return value.rstrip("/")
+
+
+def insecure_url(url: str | None, allow_http: bool) -> str | None:
+    """Why a provider base URL may not be used, or None: credentials travel in every call, so
+    plain http is for loopback (the simulators) or an explicit ORCH_ALLOW_HTTP_PROVIDERS."""
+    if url is None or allow_http or not url.startswith("http://"):
+        return None
+    if is_loopback(urlsplit(url).hostname):
+        return None
+    return "must be https:// (plain http only on loopback, or set ORCH_ALLOW_HTTP_PROVIDERS=true)"
 
 
 class AccountSettings(BaseModel):
@@ -257,6 +336,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            problems.append(f"{_variable_name(field)}: {error['msg']}")
+            if not error["loc"]:  # a check across fields; its message names the variable
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            problems.append(f"{_variable_name(str(error['loc'][0]))}: {error['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -4,13 +4,16 @@ A service process runs a full flow at log level DEBUG with distinctive secrets, 
 included (providers answering 401 to accounts with wrong keys, forged webhooks, calls with a
 wrong bearer token, bad requests); then the captured log, every answer it gave, and every row
 of cancellations, cancellation_events and webhook_inbox are searched for each secret, raw and
-in the forms it travels in (Basic auth, hex core, a prefix).
+in the forms it travels in (Basic auth, hex core, a prefix). The service connects to
+PostgreSQL as a role with a known password, so DATABASE_URL carries a secret too.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -21,6 +24,7 @@ import asyncpg
 import orjson
 import pytest
 
+from orchestrator.config import load_settings
 from orchestrator.providers.dropbox_sign import event_hash
 from orchestrator.simulator.app import SimulatorServer
 from orchestrator.simulator.aptly import AptlySettings
@@ -46,8 +50,17 @@ SECRETS = {
     "FAULTS_WRONG_DS_KEY": secret("wrongdskey"),
     "FAULTS_WRONG_TRUTO_TOKEN": secret("wrongtrutotoken"),
     "FAULTS_WRONG_APTLY_TOKEN": secret("wrongaptlytoken"),
+    # The password inside DATABASE_URL (the service never reads this variable itself).
+    "FAULTS_DB_PASSWORD": secret("dbpassword"),
 }
 API_TOKEN = SECRETS["ORCH_API_TOKENS"]
+DB_ROLE = f"faults_secrets_{uuid.uuid4().hex[:8]}"
+
+
+def with_role(dsn: str, role: str, password: str) -> str:
+    parts = urllib.parse.urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
 
 
 def forms(value: str) -> list[str]:
@@ -109,9 +122,12 @@ secret_env = "FAULTS_WRONG_APTLY_TOKEN"
 async def test_no_secret_in_logs_answers_or_rows(
     sim: SimulatorServer, dsn: str, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
+    await db.execute(
+        f"CREATE ROLE {DB_ROLE} LOGIN SUPERUSER PASSWORD '{SECRETS['FAULTS_DB_PASSWORD']}'"
+    )
     env = common.service_env(
         sim,
-        dsn,
+        with_role(dsn, DB_ROLE, SECRETS["FAULTS_DB_PASSWORD"]),
         **SECRETS,
         ORCH_CONFIG=str(accounts_file(tmp_path / "accounts.toml", sim)),
         ORCH_LOG_LEVEL="DEBUG",
@@ -195,6 +211,7 @@ async def test_no_secret_in_logs_answers_or_rows(
         assert service.wait_exit(timeout_s=15) == 0
     finally:
         service.stop()
+        await db.execute(f"DROP ROLE IF EXISTS {DB_ROLE}")
 
     outcomes = {tuple(r) for r in await db.fetch("SELECT account, status FROM cancellations")}
     assert outcomes == {("default", "confirmed"), ("wrong", "failed")}
@@ -211,3 +228,54 @@ async def test_no_secret_in_logs_answers_or_rows(
         f" DEBUG, {len(answers)} answers, {refused} 401s from providers: {len(found)} leaks"
     )
     assert found == []
+    assert "settings: " in log.read_text(), "the service logs its settings at DEBUG"
+
+
+def test_no_secret_in_the_settings_as_shown_or_logged(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(
+        "DATABASE_URL", f"postgresql://app:{SECRETS['FAULTS_DB_PASSWORD']}@db:5432/orchestrator"
+    )
+    monkeypatch.setenv("ORCH_CONFIG", str(accounts_file_at(tmp_path / "accounts.toml")))
+    settings = load_settings()
+    accounts = settings.accounts()
+    assert settings.database_url is not None
+    assert SECRETS["FAULTS_DB_PASSWORD"] in settings.database_url.get_secret_value()
+    assert {a.secret.get_secret_value() for a in accounts if a.secret} >= {
+        SECRETS["FAULTS_WRONG_DS_KEY"],
+        SECRETS["DROPBOX_SIGN_API_KEY"],
+    }
+
+    logger = logging.getLogger("orchestrator.tests.secrets")
+    with caplog.at_level(logging.DEBUG, logger=logger.name):
+        logger.debug("settings: %s", settings)
+        logger.debug("settings: %r", settings)
+        logger.debug("dumped: %s", settings.model_dump())
+        logger.debug("accounts: %s", accounts)
+    shown = {
+        "repr(settings)": repr(settings),
+        "str(settings)": str(settings),
+        "model_dump()": repr(settings.model_dump()),
+        "model_dump_json()": settings.model_dump_json(),
+        "the accounts": repr(accounts),
+        "the log": caplog.text,
+    }
+    found = [leak for where, text in shown.items() for leak in leaks(where, text)]
+    assert found == []
+    assert "postgresql://app:***@db:5432/orchestrator" in repr(settings)
+
+
+def accounts_file_at(path: Path) -> Path:
+    path.write_text(
+        """
+[[accounts]]
+provider = "dropbox_sign"
+name = "wrong"
+base_url = "https://api.hellosign.com/v3"
+secret_env = "FAULTS_WRONG_DS_KEY"
+"""
+    )
+    return path

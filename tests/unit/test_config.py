@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import AliasChoices, SecretStr
 
-from orchestrator.config import ConfigError, Settings, load_settings
+from orchestrator.config import ConfigError, DatabaseUrl, Settings, load_settings, mask_dsn
 
 VARIABLES = [
     str(info.validation_alias.choices[0])
@@ -56,12 +56,19 @@ def test_defaults() -> None:
 
 
 READ_CASES = [
-    ("DATABASE_URL", "postgresql://u@db/x", "database_url", "postgresql://u@db/x"),
+    ("DATABASE_URL", "postgresql://u@db/x", "database_url", DatabaseUrl("postgresql://u@db/x")),
     ("ORCH_DATA_DIR", "/var/lib/orch", "data_dir", Path("/var/lib/orch")),
     ("ORCH_HOST", "0.0.0.0", "host", "0.0.0.0"),
     ("ORCH_PORT", "9091", "port", 9091),
     ("ORCH_LOG_LEVEL", "debug", "log_level", "DEBUG"),
-    ("DROPBOX_SIGN_BASE_URL", "http://sim:9000/v3/", "dropbox_sign_base_url", "http://sim:9000/v3"),
+    (
+        "DROPBOX_SIGN_BASE_URL",
+        "http://127.0.0.1:9/v3/",
+        "dropbox_sign_base_url",
+        "http://127.0.0.1:9/v3",
+    ),
+    ("ORCH_ALLOW_NO_AUTH", "true", "allow_no_auth", True),
+    ("ORCH_ALLOW_HTTP_PROVIDERS", "1", "allow_http_providers", True),
     ("DROPBOX_SIGN_RATE_LIMIT_PER_MIN", "25", "dropbox_sign_rate_limit_per_min", 25),
     ("ORCH_CONFIRM_TIMEOUT_S", "120", "confirm_timeout_s", 120),
     ("ORCH_SWEEP_INTERVAL_S", "2.5", "sweep_interval_s", 2.5),
@@ -131,6 +138,10 @@ def test_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ("ORCH_SWEEP_INTERVAL_S", "never"),
         ("DROPBOX_SIGN_BASE_URL", "ftp://x"),
         ("DROPBOX_SIGN_BASE_URL", "api.hellosign.com"),
+        ("DROPBOX_SIGN_BASE_URL", "http://api.hellosign.com/v3"),
+        ("TRUTO_BASE_URL", "http://sim:9000/truto"),
+        ("APTLY_BASE_URL", "http://10.0.0.7/actions"),
+        ("ORCH_ALLOW_NO_AUTH", "maybe"),
         ("DROPBOX_SIGN_RATE_LIMIT_PER_MIN", "0"),
         ("ORCH_LOG_LEVEL", "LOUD"),
     ],
@@ -174,3 +185,129 @@ def test_serve_with_a_bad_port_exits_2_naming_it(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "ORCH_PORT" in done.stderr
     assert not list(tmp_path.iterdir()), "nothing may start before the settings are valid"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9000/v3",
+        "http://127.3.4.5:9000",
+        "http://[::1]:9000/truto",
+        "http://localhost:9000",
+        "http://LOCALHOST./x",
+        "https://api.truto.one",
+    ],
+)
+def test_plain_http_to_a_provider_is_allowed_on_loopback(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    for variable in ("DROPBOX_SIGN_BASE_URL", "TRUTO_BASE_URL", "APTLY_BASE_URL"):
+        monkeypatch.setenv(variable, url)
+    settings = load_settings()
+    assert settings.truto_base_url == url.rstrip("/")
+
+
+def test_plain_http_elsewhere_needs_the_explicit_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRUTO_BASE_URL", "http://simulator:9000/truto")
+    with pytest.raises(ConfigError, match="TRUTO_BASE_URL: must be https"):
+        load_settings()
+    monkeypatch.setenv("ORCH_ALLOW_HTTP_PROVIDERS", "true")
+    assert load_settings().truto_base_url == "http://simulator:9000/truto"
+
+
+ACCOUNT = """
+[[accounts]]
+provider = "dropbox_sign"
+name = "emea"
+base_url = "{url}"
+"""
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_plain_http_in_the_accounts_file_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, allow: bool
+) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text(ACCOUNT.format(url="http://eu.example.com/v3"))
+    monkeypatch.setenv("ORCH_CONFIG", str(path))
+    monkeypatch.setenv("ORCH_ALLOW_HTTP_PROVIDERS", str(allow).lower())
+    settings = load_settings()
+    if allow:
+        assert settings.accounts()[-1].base_url == "http://eu.example.com/v3"
+        return
+    with pytest.raises(ConfigError) as caught:
+        settings.accounts()
+    assert "ORCH_CONFIG" in str(caught.value)
+    assert "'emea'" in str(caught.value)
+    assert "https" in str(caught.value)
+    path.write_text(ACCOUNT.format(url="http://127.0.0.1:9000/v3"))
+    assert settings.accounts()[-1].base_url == "http://127.0.0.1:9000/v3"
+
+
+@pytest.mark.parametrize(
+    ("host", "tokens", "allow", "refused"),
+    [
+        ("127.0.0.1", "", False, False),
+        ("127.0.1.1", "", False, False),
+        ("::1", "", False, False),
+        ("localhost", "", False, False),
+        ("0.0.0.0", "", False, True),
+        ("::", "", False, True),
+        ("10.1.2.3", "", False, True),
+        ("orchestrator.internal", "", False, True),
+        ("0.0.0.0", "t1", False, False),
+        ("0.0.0.0", "", True, False),
+    ],
+)
+def test_serving_the_network_without_a_token_needs_consent(
+    host: str, tokens: str, allow: bool, refused: bool
+) -> None:
+    settings = load_settings(host=host, api_tokens=tokens, allow_no_auth=allow)
+    assert settings.open_to_the_network_without_auth() is refused
+
+
+def test_serve_on_all_interfaces_without_tokens_refuses_naming_them(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k.upper() not in ALIASES}
+    env["ORCH_HOST"] = "0.0.0.0"
+    env["ORCH_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "ORCH_API_TOKENS" in done.stderr
+    assert "ORCH_ALLOW_NO_AUTH" in done.stderr
+    assert done.stdout == ""
+    assert not list(tmp_path.iterdir()), "nothing may start before refusing"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://app:s3cret@db:5432/orch", "postgresql://app:***@db:5432/orch"),
+        ("postgresql://app@db/orch", "postgresql://app@db/orch"),
+        (
+            "postgres://app:p%40ss@db/orch?sslmode=require",
+            "postgres://app:***@db/orch?sslmode=require",
+        ),
+        (
+            "postgresql://db/orch?user=app&password=s3cret",
+            "postgresql://db/orch?user=app&password=***",
+        ),
+        ("host=db user=app password=s3cret", "**********"),
+    ],
+)
+def test_the_database_password_is_masked(dsn: str, shown: str) -> None:
+    assert mask_dsn(dsn) == shown
+    settings = load_settings(database_url=dsn)
+    assert settings.database_url is not None
+    assert settings.database_url.get_secret_value() == dsn
+    assert shown in repr(settings)
+    for rendered in (repr(settings), str(settings), repr(settings.model_dump())):
+        assert "s3cret" not in rendered
+        assert "p%40ss" not in rendered

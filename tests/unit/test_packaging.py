@@ -50,6 +50,13 @@ def test_every_variable_compose_sets_is_read_by_the_settings(repo_root: Path) ->
     assert not unknown, f"compose sets variables the service never reads: {unknown}"
 
 
+def test_compose_requires_an_api_token(repo_root: Path) -> None:
+    """The service listens on 0.0.0.0 there, where it refuses to run without a token."""
+    env = compose(repo_root)["services"]["orchestrator"]["environment"]
+    assert env["ORCH_HOST"] == "0.0.0.0"
+    assert re.fullmatch(r"\$\{ORCH_API_TOKENS:\?.+\}", env["ORCH_API_TOKENS"])
+
+
 def test_dockerfile_is_slim_non_root_and_checks_readiness(repo_root: Path) -> None:
     text = (repo_root / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.1[1-9]-slim$", text, re.MULTILINE)
