@@ -18,9 +18,10 @@ from tenacity import (
     wait_exponential,
 )
 
+from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import ConfigError, Settings, load_settings
 from orchestrator.providers import registry
-from orchestrator.store import migrations
+from orchestrator.store import clock_check, migrations
 from orchestrator.store.db import CONNECTION_ERRORS
 from orchestrator.store.embedded import EmbeddedPostgres
 
@@ -66,6 +67,23 @@ async def apply_migrations(dsn: str, wait_s: float = 60) -> list[int]:
             finally:
                 await conn.close()
     raise AssertionError("unreachable")
+
+
+async def compare_clocks(dsn: str, clock: Clock | None = None) -> None:
+    """Warn when this instance's clock and PostgreSQL's disagree (leases depend on it)."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            await clock_check.check_clock(conn, clock or SystemClock())
+        finally:
+            await conn.close()
+    except CONNECTION_ERRORS as exc:
+        log.warning("could not compare this instance's clock with PostgreSQL's: %s", exc)
+
+
+async def prepare_database(dsn: str) -> None:
+    await apply_migrations(dsn)
+    await compare_clocks(dsn)
 
 
 def cmd_migrate(settings: Settings) -> int:

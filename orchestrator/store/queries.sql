@@ -163,3 +163,8 @@ FROM cancellations;
 
 -- name: ping
 SELECT 1;
+
+-- name: database_clock
+-- The server's wall clock, to compare with the instance's at start (the one statement that
+-- reads the database's time: it is what is being checked).
+SELECT clock_timestamp();

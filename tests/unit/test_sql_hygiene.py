@@ -97,9 +97,15 @@ def test_a_duplicate_name_is_refused() -> None:
         queries.parse("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
 
 
+#: Statements whose purpose is to read the database's own clock.
+READS_THE_DATABASE_CLOCK = {"database_clock"}
+
+
 def test_queries_take_times_as_parameters() -> None:
     """The clock is injected: a statement that reads now() could not be tested by moving it."""
     for name, sql in queries.QUERIES.items():
+        if name in READS_THE_DATABASE_CLOCK:
+            continue
         code = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
         assert not re.search(r"\b(now\(\)|current_timestamp|clock_timestamp)", code, re.I), name
 
