@@ -24,8 +24,15 @@ def free_port() -> int:
 class ServiceProcess:
     """One service process; `kill()` is SIGKILL, `terminate()` is a graceful SIGTERM."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        port: int | None = None,
+        command: list[str] | None = None,
+    ) -> None:
         self.port = port or free_port()
+        self.command = command or [sys.executable, "-m", "orchestrator", "serve"]
         self.env = {**os.environ, **env, "ORCH_PORT": str(self.port), "ORCH_HOST": "127.0.0.1"}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -38,7 +45,7 @@ class ServiceProcess:
     def start(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait_exit
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "serve"],
+            self.command,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,58 @@ def test_compose_requires_an_api_token(repo_root: Path) -> None:
     env = compose(repo_root)["services"]["orchestrator"]["environment"]
     assert env["ORCH_HOST"] == "0.0.0.0"
     assert re.fullmatch(r"\$\{ORCH_API_TOKENS:\?.+\}", env["ORCH_API_TOKENS"])
+
+
+def test_the_readme_sets_the_token_compose_requires_and_sends_it(repo_root: Path) -> None:
+    text = (repo_root / "README.md").read_text()
+    start = text.index("## Running with docker compose")
+    (commands,) = re.findall(r"```sh\n(.*?)```", text[start : text.index("\n## ", start)], re.S)
+    assert re.search(r"^export ORCH_API_TOKENS=\S+", commands, re.MULTILINE)
+    assert 'Authorization: Bearer $ORCH_API_TOKENS" http://127.0.0.1:8080/v1/' in commands
+    ports = compose(repo_root)["services"]["orchestrator"]["ports"]
+    assert "127.0.0.1:8080:8080" in ports
+
+
+def dockerfile_stages(repo_root: Path) -> list[str]:
+    """The Dockerfile's build stages, each from its FROM line on."""
+    text = (repo_root / "Dockerfile").read_text()
+    return ["FROM " + part for part in re.split(r"^FROM ", text, flags=re.MULTILINE)[1:]]
+
+
+def test_the_image_installs_a_wheel_built_in_a_first_stage(repo_root: Path) -> None:
+    build, final = dockerfile_stages(repo_root)
+    stage = re.match(r"FROM (\S+) AS (\w+)", build)
+    assert stage is not None, "the first stage is named, for COPY --from"
+    assert re.search(r"^RUN pip wheel --no-deps --wheel-dir (\S+) \.$", build, re.MULTILINE)
+    # Everything the wheel is built from is copied into the build stage, and nothing else.
+    copied = set(re.findall(r"^COPY (?!--)(.+) \S+$", build, re.MULTILINE))
+    sources = {name for line in copied for name in line.split()}
+    assert sources == {"pyproject.toml", "README.md", "orchestrator", "migrations"}
+
+    assert re.search(rf"^COPY --from={stage[2]} ", final, re.MULTILINE)
+    install = re.search(r"^RUN pip install (\S+)", final, re.MULTILINE)
+    assert install is not None and install[1].endswith("*.whl")
+    text = "\n".join(dockerfile_stages(repo_root))
+    assert not re.search(r"pip install[^\n]*(-e|--editable)\b", text), "installed editable"
+    assert "COPY orchestrator" not in final, "the sources stay in the build stage"
+
+
+def test_dockerignore_keeps_what_the_wheel_is_built_from(repo_root: Path) -> None:
+    rules = [
+        line
+        for line in (repo_root / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert rules[0] == "*"
+    assert {"!pyproject.toml", "!README.md", "!orchestrator/", "!migrations/"} <= set(rules)
+
+
+def test_the_package_links_the_migrations_it_ships(repo_root: Path) -> None:
+    """orchestrator/migrations is how the wheel and the editable install find migrations/."""
+    link = repo_root / "orchestrator" / "migrations"
+    assert link.is_symlink() and os.readlink(link) == "../migrations"
+    pyproject = tomllib.loads((repo_root / "pyproject.toml").read_text())
+    assert "migrations/*.sql" in pyproject["tool"]["setuptools"]["package-data"]["orchestrator"]
 
 
 def test_dockerfile_is_slim_non_root_and_checks_readiness(repo_root: Path) -> None:

@@ -1,0 +1,139 @@
+"""The package as a user installs it: a wheel, in a fresh venv, not editable.
+
+It must migrate an empty database from the migrations it carries and serve a cancel to
+`confirmed` through the simulator. The dependencies come from the suite's own venv through a
+.pth file, so the test needs no network; the orchestrator package comes only from the wheel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from orchestrator.simulator.app import SimulatorServer
+from orchestrator.store import migrations
+from tests.conftest import _admin, with_database
+from tests.integration.processes import ServiceProcess, wait_for
+
+TOKEN = "wheel-test-token"
+SOURCES = ["pyproject.toml", "README.md", "orchestrator", "migrations"]
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, f"{command}: {result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The suite's environment without anything that would put the sources on the path."""
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="module")
+def installed(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bin/ of a fresh venv holding only the wheel built from the repository."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"
+    source.mkdir()
+    for name in SOURCES:
+        path = repo_root / name
+        if path.is_dir():
+            # symlinks=True keeps orchestrator/migrations a link, as git checks it out.
+            shutil.copytree(
+                path, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(path, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", "dist", str(source)], work)
+    (wheel,) = (work / "dist").glob("orchestrator-*.whl")
+
+    venv = work / "venv"
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], work)
+    python = venv / "bin" / "python"
+    run(
+        [*pip, "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        work,
+    )
+    purelib = run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], work
+    )
+    Path(purelib.strip(), "suite-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+
+    where = run([str(python), "-c", "import orchestrator; print(orchestrator.__file__)"], work)
+    assert Path(where.strip()).is_relative_to(venv), where
+    return venv / "bin"
+
+
+@pytest.fixture
+def empty_dsn(pg_server: str) -> Iterator[str]:
+    name = f"wheel_{os.getpid()}"
+    asyncio.run(_admin(pg_server, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}"))
+    try:
+        yield with_database(pg_server, name)
+    finally:
+        asyncio.run(_admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimulatorServer]:
+    async with SimulatorServer() as server:
+        yield server
+
+
+async def test_the_wheel_migrates_and_confirms_a_cancel(
+    installed: Path, empty_dsn: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    migrated = await asyncio.to_thread(
+        run,
+        [str(installed / "orchestrator"), "migrate"],
+        tmp_path,
+        clean_env(DATABASE_URL=empty_dsn),
+    )
+    latest = migrations.latest_version()
+    assert migrated.strip() == f"applied {latest} migration(s); schema is at {latest}"
+
+    env = clean_env(DATABASE_URL=empty_dsn, ORCH_API_TOKENS=TOKEN, **sim.env())
+    service = ServiceProcess(
+        env, tmp_path / "service.log", command=[str(installed / "orchestrator"), "serve"]
+    )
+    sim.simulator.dropbox_sign.callback_url = f"{service.url}/webhooks/dropbox_sign"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        service.start()
+        await service.wait_ready()
+        async with aiohttp.ClientSession(headers=auth) as http:
+            async with http.get(f"{service.url}/readyz") as response:
+                assert (await response.json())["schema"] == latest
+            body = {"provider": "dropbox_sign", "resource_id": "sr-from-the-wheel"}
+            async with http.post(f"{service.url}/v1/cancellations", json=body) as response:
+                assert response.status == 202, await response.text()
+                location = f"{service.url}/v1/cancellations/{(await response.json())['id']}"
+
+            async def confirmed() -> dict[str, Any] | None:
+                async with http.get(location) as response:
+                    row: dict[str, Any] = await response.json()
+                return row if row["status"] == "confirmed" else None
+
+            row = await wait_for(confirmed, 30, what="the cancel confirmed")
+        service.terminate()
+        assert service.wait_exit(timeout_s=15) == 0
+    finally:
+        service.stop()
+    assert row["outcome"] == "canceled"
+    assert sim.simulator.stats()["dropbox_sign"]["cancel_calls"] == 1
+    assert "Traceback" not in (tmp_path / "service.log").read_text()
