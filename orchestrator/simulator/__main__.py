@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -15,8 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.simulator.app import SimulatorServer
-from orchestrator.simulator.faults import ConfigError
+from orchestrator.simulator.aptly import AptlySettings
+from orchestrator.simulator.dropbox_sign import DropboxSignSettings
+from orchestrator.simulator.faults import ConfigError, Faults
 from orchestrator.simulator.hub import Simulator
+from orchestrator.simulator.truto import TrutoSettings
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -33,9 +37,24 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="any setting or fault, VALUE as JSON (e.g. --set error_5xx_rate=0.1); repeatable",
+        help=(
+            "any setting or fault, VALUE as JSON (e.g. --set error_5xx_rate=0.1), or as written"
+            " for text settings (--set raw_retry_after=1e300); repeatable"
+        ),
     )
     return parser.parse_args(argv)
+
+
+def _text_settings() -> frozenset[str]:
+    """Settings typed ``str``: their VALUE is taken as written, so ``raw_retry_after=1e300``
+    stays the string a 429 should carry instead of becoming a float (``null`` unsets)."""
+    classes = (Faults, DropboxSignSettings, TrutoSettings, AptlySettings)
+    return frozenset(
+        f.name
+        for cls in classes
+        for f in dataclasses.fields(cls)
+        if f.init and "str" in str(f.type).split(" | ")
+    )
 
 
 def _changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -44,10 +63,14 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
         changes["seed"] = args.seed
     if args.callback_url is not None:
         changes["callback_url"] = args.callback_url
+    text = _text_settings()
     for item in args.set:
         name, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set wants NAME=VALUE, got {item!r}")
+        if name in text:
+            changes[name] = None if raw == "null" else raw
+            continue
         try:
             changes[name] = json.loads(raw)
         except ValueError:

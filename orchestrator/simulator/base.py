@@ -74,8 +74,12 @@ class Counters:
     rate_limited: int = 0
     calls_before_reset: int = 0
     injected_5xx: int = 0
+    injected_status_5xx: int = 0
     injected_resets: int = 0
+    resets_after_cancel: int = 0
     injected_slow: int = 0
+    injected_redirects: int = 0
+    redirects_followed: int = 0
     lost_cancels: int = 0
     callbacks_sent: int = 0
     callback_attempts: int = 0
@@ -128,6 +132,8 @@ Logic = Callable[[str], Awaitable[web.StreamResponse]]
 
 class ProviderSimulator(abc.ABC):
     name: ClassVar[str]
+    #: The header a 429 carries the reset in, which ``raw_ratelimit_reset`` replaces.
+    reset_header: ClassVar[str | None] = None
     settings: CommonSettings
 
     def __init__(self, settings: CommonSettings, faults: Faults | None) -> None:
@@ -290,6 +296,9 @@ class ProviderSimulator(abc.ABC):
     async def serve(
         self, request: web.Request, kind: CallKind, request_id: str | None, logic: Logic
     ) -> web.StreamResponse:
+        """Run one call through the faults in this order: auth, slow, reset, redirect, rate
+        limit, 5xx (any call, then status calls only), the provider's logic, and last the
+        reset after a cancel that landed."""
         now = time.time()
         if kind == "cancel":
             self.counters.cancel_calls += 1
@@ -313,16 +322,41 @@ class ProviderSimulator(abc.ABC):
             await asyncio.sleep(self.faults.slow_s)
         if self.faults.chance("reset_rate"):
             self.counters.injected_resets += 1
-            self.calls.append(Call(now, account, kind, request_id, 0))
-            _drop_connection(request)
-            return web.Response()
-        response: web.StreamResponse | None = self._limit(now, account)
+            return self._drop(request, now, account, kind, request_id)
+        if self.faults.chance("redirect_rate"):
+            self.counters.injected_redirects += 1
+            response: web.StreamResponse | None = self._redirect(request)
+        else:
+            response = self._limit(now, account)
         if response is None and self.faults.chance("error_5xx_rate"):
             self.counters.injected_5xx += 1
             response = self.server_error_response(self.faults.rng.choice((500, 502, 503)))
+        if response is None and kind == "status" and self.faults.chance("status_5xx_rate"):
+            self.counters.injected_status_5xx += 1
+            response = self.server_error_response(self.faults.rng.choice((500, 502, 503)))
         if response is None:
             response = await logic(account)
+            if kind == "cancel" and self.faults.chance("reset_after_cancel_rate"):
+                self.counters.resets_after_cancel += 1
+                return self._drop(request, now, account, kind, request_id)
         return self._finish(now, account, kind, request_id, response)
+
+    def _drop(
+        self,
+        request: web.Request,
+        now: float,
+        account: str | None,
+        kind: CallKind,
+        request_id: str | None,
+    ) -> web.StreamResponse:
+        self.calls.append(Call(now, account, kind, request_id, 0))
+        _drop_connection(request)
+        return web.Response()
+
+    def _redirect(self, request: web.Request) -> web.Response:
+        """Send the caller to ``/_sim/redirected/<provider>``, which answers anything 200."""
+        location = request.url.with_path(f"/_sim/redirected/{self.name}").with_query(None)
+        return web.Response(status=self.faults.redirect_status, headers={"Location": str(location)})
 
     def _limit(self, now: float, account: str) -> web.Response | None:
         limit = self.settings.rate_limit_per_min
@@ -344,7 +378,12 @@ class ProviderSimulator(abc.ABC):
         self.counters.rate_limited += 1
         self._limited_until[account] = max(self._limited_until.get(account, 0.0), until)
         self.limit_windows.append(LimitWindow(account, now, until))
-        return self.rate_limited_response(now, until, limit if limit is not None else 100)
+        response = self.rate_limited_response(now, until, limit if limit is not None else 100)
+        if self.faults.raw_retry_after is not None:
+            response.headers["Retry-After"] = self.faults.raw_retry_after
+        if self.faults.raw_ratelimit_reset is not None and self.reset_header is not None:
+            response.headers[self.reset_header] = self.faults.raw_ratelimit_reset
+        return response
 
     def _finish(
         self,

@@ -28,6 +28,8 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/_sim/requests", _guard(_seed))
     router.add_get("/_sim/requests/{provider}/{id}", _guard(_get_request))
     router.add_post("/_sim/events", _guard(_emit))
+    router.add_post("/_sim/callbacks", _guard(_callback))
+    router.add_route("*", "/_sim/redirected/{provider}", _guard(_redirected))
     router.add_get("/_sim/calls/{provider}", _guard(_calls))
     router.add_post("/_sim/idle", _guard(_idle))
 
@@ -116,6 +118,27 @@ async def _emit(request: web.Request) -> web.Response:
         return web.json_response(target.emit_webhook(event_type, payload))
     request_id = _text(body, "id", required=False)
     return web.json_response(sim.emit(provider, request_id, event_type))
+
+
+async def _callback(request: web.Request) -> web.Response:
+    """``{"provider", "id"?, "event_type", "event_time"?}``: a signed event that changes
+    nothing at the provider, dated as asked (see ``Simulator.send_callback``)."""
+    body = await _body(request)
+    provider = _text(body, "provider") or ""
+    event_type = _text(body, "event_type") or ""
+    request_id = _text(body, "id", required=False)
+    event_time = body.get("event_time")
+    if isinstance(event_time, bool) or not isinstance(event_time, str | int | float | None):
+        raise ConfigError("event_time must be a string or a number")
+    sim = _sim(request)
+    return web.json_response(sim.send_callback(provider, request_id, event_type, event_time))
+
+
+async def _redirected(request: web.Request) -> web.Response:
+    """Where the redirect fault sends callers: 200 ``{}`` to any method, the answer a client
+    that follows redirects would wrongly take for success."""
+    _sim(request).redirect_followed(request.match_info["provider"])
+    return web.json_response({})
 
 
 async def _calls(request: web.Request) -> web.Response:

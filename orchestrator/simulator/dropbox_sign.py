@@ -81,6 +81,7 @@ def _not_found() -> web.Response:
 
 class DropboxSignSimulator(ProviderSimulator):
     name = "dropbox_sign"
+    reset_header = "X-Ratelimit-Reset"
     settings: DropboxSignSettings
 
     def __init__(
@@ -132,7 +133,7 @@ class DropboxSignSimulator(ProviderSimulator):
         response = _error(429, "exceeded_rate", "Rate limit exceeded")
         response.headers["X-RateLimit-Limit"] = str(limit)
         response.headers["X-RateLimit-Remaining"] = "0"
-        response.headers["X-Ratelimit-Reset"] = str(int(until))
+        response.headers[self.reset_header] = str(int(until))
         return response
 
     def announced_until(self, now: float, until: float) -> float:
@@ -227,8 +228,22 @@ class DropboxSignSimulator(ProviderSimulator):
                     rec.canceled_at = time.time()
         return self._dispatch(rec, event_type)
 
-    def _dispatch(self, rec: RequestRecord | None, event_type: str) -> dict[str, Any]:
-        event_time = str(int(time.time()))
+    def send_callback(
+        self, request_id: str | None, event_type: str, event_time: str | None = None
+    ) -> dict[str, Any]:
+        """Post a signed event about ``request_id`` without anything happening to it, dated
+        ``event_time`` (Unix seconds as a string; now when None).
+
+        The hash covers only time and type, so this is exactly what a replay of a genuine
+        event onto another request, or a late redelivery of an old one, looks like."""
+        rec = None if request_id is None else self.record(request_id)
+        return self._dispatch(rec, event_type, event_time)
+
+    def _dispatch(
+        self, rec: RequestRecord | None, event_type: str, event_time: str | None = None
+    ) -> dict[str, Any]:
+        if event_time is None:
+            event_time = str(int(time.time()))
         api_key, account_id = self._signer(rec)
         event: dict[str, Any] = {
             "event": {

@@ -20,7 +20,13 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class Faults:
-    """Rates are shares of calls in [0, 1]; ``*_s`` values are seconds."""
+    """Rates are shares of calls in [0, 1]; ``*_s`` values are seconds.
+
+    ``raw_retry_after`` and ``raw_ratelimit_reset``, when set, are written as they are into
+    every 429 (``Retry-After``; the provider's reset header) instead of the computed wait,
+    so a client can be shown absurd hints such as ``1e300``, ``inf`` or ``-5``.
+    docs/providers.md lists every fault and where in a call it strikes.
+    """
 
     drop_callback_rate: float = 0.0
     duplicate_callback_rate: float = 0.0
@@ -28,11 +34,17 @@ class Faults:
     late_callback_s: float = 0.5
     lose_cancel_rate: float = 0.0
     error_5xx_rate: float = 0.0
+    status_5xx_rate: float = 0.0
     rate_429: float = 0.0
     retry_after_s: float = 1.0
+    raw_retry_after: str | None = None
+    raw_ratelimit_reset: str | None = None
     slow_rate: float = 0.0
     slow_s: float = 5.0
     reset_rate: float = 0.0
+    reset_after_cancel_rate: float = 0.0
+    redirect_rate: float = 0.0
+    redirect_status: int = 302
     seed: int | None = None
     rng: random.Random = dataclasses.field(
         init=False, repr=False, compare=False, default_factory=random.Random
@@ -105,5 +117,14 @@ def check_changes(target: object, changes: Mapping[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value!r}")
             if name.endswith(("_s", "_tries", "_per_min")) and value < 0:
                 raise ConfigError(f"{name} must not be negative, got {value!r}")
+            if name == "redirect_status" and not 300 <= value <= 399:
+                raise ConfigError(f"{name} must be a 3xx status, got {value!r}")
+        if name.startswith("raw_") and isinstance(value, str) and not _header_safe(value):
+            raise ConfigError(f"{name} must be printable ASCII on one line, got {value!r}")
         staged[name] = value
     return staged
+
+
+def _header_safe(value: str) -> bool:
+    """What aiohttp will write into a header without refusing the whole answer."""
+    return all(" " <= ch <= "~" or ch == "\t" for ch in value)

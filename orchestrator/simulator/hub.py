@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from orchestrator.simulator.aptly import AptlySettings, AptlySimulator
-from orchestrator.simulator.base import ProviderSimulator
+from orchestrator.simulator.base import ProviderSimulator, iso
 from orchestrator.simulator.dropbox_sign import DropboxSignSettings, DropboxSignSimulator
 from orchestrator.simulator.faults import ConfigError, Faults
 from orchestrator.simulator.truto import TrutoSettings, TrutoSimulator
@@ -95,6 +95,36 @@ class Simulator:
         if isinstance(target, DropboxSignSimulator | TrutoSimulator):
             return target.emit(request_id, event_type)
         raise ConfigError(f"{provider} sends no events")
+
+    def send_callback(
+        self,
+        provider: str,
+        request_id: str | None,
+        event_type: str,
+        event_time: str | float | None = None,
+    ) -> dict[str, Any]:
+        """Post a signed event about ``request_id`` that changes nothing at the provider.
+
+        ``event_time`` dates it: for Dropbox Sign the ``event_time`` (a number becomes whole
+        Unix seconds, a string is sent as given and hashed as given); for Truto the
+        ``created_at`` (a number becomes ISO 8601, a string is sent as given)."""
+        target = self.provider(provider)
+        if event_time is not None and not isinstance(event_time, str):
+            try:
+                if isinstance(target, DropboxSignSimulator):
+                    event_time = str(int(event_time))
+                else:
+                    event_time = iso(float(event_time))
+            except (OverflowError, ValueError, OSError):
+                raise ConfigError(f"event_time {event_time!r} is not a usable time") from None
+        if isinstance(target, DropboxSignSimulator):
+            return target.send_callback(request_id, event_type, event_time)
+        if isinstance(target, TrutoSimulator):
+            return target.emit(request_id, event_type, event_time)
+        raise ConfigError(f"{provider} sends no events")
+
+    def redirect_followed(self, provider: str) -> None:
+        self.provider(provider).counters.redirects_followed += 1
 
     async def wait_idle(self) -> None:
         """Bound it with ``asyncio.timeout``; see ``ProviderSimulator.wait_idle``."""

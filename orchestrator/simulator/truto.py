@@ -81,6 +81,7 @@ def _workflow_not_found() -> web.Response:
 
 class TrutoSimulator(ProviderSimulator):
     name = "truto"
+    reset_header = "ratelimit-reset"
     settings: TrutoSettings
 
     def __init__(self, settings: TrutoSettings | None = None, faults: Faults | None = None) -> None:
@@ -107,7 +108,7 @@ class TrutoSimulator(ProviderSimulator):
         response = _error(429, "Rate limit exceeded")
         response.headers["ratelimit-limit"] = str(limit)
         response.headers["ratelimit-remaining"] = "0"
-        response.headers["ratelimit-reset"] = str(round(until - now))
+        response.headers[self.reset_header] = str(round(until - now))
         return response
 
     def server_error_response(self, status: int) -> web.Response:
@@ -203,14 +204,17 @@ class TrutoSimulator(ProviderSimulator):
 
     # --- webhooks ---------------------------------------------------------------------
 
-    def emit_webhook(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send a webhook to ``settings.webhook_url``; any 2xx counts as delivered."""
+    def emit_webhook(
+        self, event: str, payload: dict[str, Any], created_at: str | None = None
+    ) -> dict[str, Any]:
+        """Send a webhook to ``settings.webhook_url``; any 2xx counts as delivered.
+        ``created_at`` (now when None) lets a test send one dated in the past or future."""
         message = {
             "id": str(uuid.uuid4()),
             "event": event,
             "payload": payload,
             "environment_id": self.settings.environment_id,
-            "created_at": iso(time.time()),
+            "created_at": iso(time.time()) if created_at is None else created_at,
             "webhook_id": self.settings.webhook_id,
         }
         self.events.append(message)
@@ -229,10 +233,12 @@ class TrutoSimulator(ProviderSimulator):
         delivery.send(self, s.webhook_url, raw, headers, _accepted, policy)
         return message
 
-    def emit(self, request_id: str | None, event_type: str) -> dict[str, Any]:
+    def emit(
+        self, request_id: str | None, event_type: str, created_at: str | None = None
+    ) -> dict[str, Any]:
         """A webhook about one workflow, carrying its current unified object."""
         payload = {} if request_id is None else self.workflow(self.record(request_id))
-        return self.emit_webhook(event_type, payload)
+        return self.emit_webhook(event_type, payload, created_at)
 
 
 def _accepted(status: int, _text: str) -> bool:

@@ -736,6 +736,210 @@ async def test_aptly_cancel_and_errors(server: SimulatorServer, sim: Simulator, 
     assert status == 401 and answer["statusCode"] == 401
 
 
+# --- faults a client of the providers must survive -------------------------------------
+
+
+def cancel_call(server: SimulatorServer, provider: str, request_id: str) -> dict[str, Any]:
+    """The keyword arguments of one cancel call of ``provider``, for ``http.request``."""
+    base = {"dropbox_sign": server.dropbox_sign_url, "truto": server.truto_url}
+    if provider == "dropbox_sign":
+        url = f"{base[provider]}/signature_request/cancel/{request_id}"
+        return {"method": "POST", "url": url, "headers": DS_AUTH}
+    if provider == "truto":
+        url = f"{base[provider]}{TRUTO_WORKFLOWS}/cancel?integrated_account_id=ia"
+        body = {"id": request_id, "message": "m"}
+        return {"method": "POST", "url": url, "headers": TRUTO, "json": body}
+    url = f"{server.aptly_url}/v1/actions/{request_id}/cancel-action"
+    return {"method": "PATCH", "url": url, "headers": APTLY, "json": {}}
+
+
+@pytest.mark.parametrize("provider", ["dropbox_sign", "truto", "aptly"])
+async def test_redirect_fault_sends_callers_to_a_page_that_says_200(
+    server: SimulatorServer, sim: Simulator, http: aiohttp.ClientSession, provider: str
+) -> None:
+    sim.configure({provider: {"redirect_rate": 1.0}})
+    kwargs = cancel_call(server, provider, "moved")
+    async with http.request(**kwargs, allow_redirects=False) as response:
+        assert response.status == 302
+        location = response.headers["Location"]
+    assert location == f"{server.url}/_sim/redirected/{provider}"
+    async with http.request(**kwargs) as response:  # following, as aiohttp does by default
+        assert (response.status, await response.json()) == (200, {})
+        assert response.history[0].status == 302
+        # aiohttp turns a POST into a GET on 302 (and keeps a PATCH): either way, 200.
+        assert response.method == ("PATCH" if provider == "aptly" else "GET")
+    target = sim.provider(provider)
+    assert target.state_of("moved") == "open"
+    assert (target.counters.injected_redirects, target.counters.redirects_followed) == (2, 1)
+    assert [c.status for c in target.calls] == [302, 302]
+
+
+async def test_redirect_status_is_configurable_and_must_be_3xx(
+    server: SimulatorServer, sim: Simulator, http: aiohttp.ClientSession, call: Call
+) -> None:
+    status, config, _ = await call(
+        "PATCH", f"{server.url}/_sim/faults", json={"redirect_rate": 1.0, "redirect_status": 307}
+    )
+    assert status == 200 and config["aptly"]["redirect_status"] == 307
+    async with http.request(**cancel_call(server, "aptly", "a")) as response:
+        assert (response.status, response.method) == (200, "PATCH")  # 307 keeps the method
+        assert response.history[0].status == 307
+    for bad in (200, 404, "302"):
+        status, body, _ = await call(
+            "PATCH", f"{server.url}/_sim/faults", json={"redirect_status": bad}
+        )
+        assert status == 400 and "redirect_status" in body["error"]
+    assert (await call("GET", f"{server.url}/_sim/redirected/nope"))[0] == 404
+
+
+async def test_raw_wait_hints_replace_the_computed_ones(
+    server: SimulatorServer, sim: Simulator, call: Call
+) -> None:
+    year_5000 = "95617584000"
+    status, _, _ = await call(
+        "PATCH",
+        f"{server.url}/_sim/faults",
+        json={"rate_429": 1.0, "raw_retry_after": "1e300", "raw_ratelimit_reset": year_5000},
+    )
+    assert status == 200
+    answers = {}
+    for provider in ("dropbox_sign", "truto", "aptly"):
+        kwargs = cancel_call(server, provider, "w")
+        status, _, headers = await call(kwargs.pop("method"), kwargs.pop("url"), **kwargs)
+        assert status == 429
+        answers[provider] = headers
+    assert answers["dropbox_sign"]["Retry-After"] == "1e300"
+    assert answers["dropbox_sign"]["X-Ratelimit-Reset"] == year_5000
+    assert answers["truto"]["Retry-After"] == "1e300"
+    assert answers["truto"]["ratelimit-reset"] == year_5000
+    assert answers["aptly"]["Retry-After"] == "1e300"  # Aptly has no reset header
+
+    sim.configure({"raw_retry_after": "inf", "raw_ratelimit_reset": "-5"})
+    kwargs = cancel_call(server, "truto", "w")
+    _, _, headers = await call(kwargs.pop("method"), kwargs.pop("url"), **kwargs)
+    assert (headers["Retry-After"], headers["ratelimit-reset"]) == ("inf", "-5")
+
+    sim.configure({"raw_retry_after": None, "raw_ratelimit_reset": None, "retry_after_s": 3})
+    kwargs = cancel_call(server, "truto", "w")
+    _, _, headers = await call(kwargs.pop("method"), kwargs.pop("url"), **kwargs)
+    assert "Retry-After" not in headers and headers["ratelimit-reset"] == "3"
+    for bad in ({"raw_retry_after": "1\r\nX-Evil: 1"}, {"raw_ratelimit_reset": 5}):
+        assert (await call("PATCH", f"{server.url}/_sim/faults", json=bad))[0] == 400
+
+
+async def test_status_5xx_fault_spares_the_cancels(
+    server: SimulatorServer, sim: Simulator, call: Call
+) -> None:
+    sim.configure({"status_5xx_rate": 1.0})
+    ds_status = f"{server.dropbox_sign_url}/signature_request/s5"
+    truto_read = f"{server.truto_url}{TRUTO_WORKFLOWS}/s5?integrated_account_id=ia"
+    status, body, _ = await call("GET", ds_status, headers=DS_AUTH)
+    assert status in (500, 502, 503) and set(body["error"]) == {"error_msg", "error_name"}
+    status, body, _ = await call("GET", truto_read, headers=TRUTO)
+    assert status in (500, 502, 503) and body["statusCode"] == status
+    for provider in ("dropbox_sign", "truto", "aptly"):
+        kwargs = cancel_call(server, provider, "s5")
+        assert (await call(kwargs.pop("method"), kwargs.pop("url"), **kwargs))[0] == 200
+    assert sim.dropbox_sign.counters.injected_status_5xx == 1
+    assert sim.truto.counters.injected_status_5xx == 1
+    assert sim.truto.state_of("s5") == "canceled"
+
+
+@pytest.mark.parametrize(
+    ("provider", "landed"),
+    [
+        ("dropbox_sign", ("canceling", "canceled")),
+        ("truto", ("canceled",)),
+        ("aptly", ("canceled",)),
+    ],
+)
+async def test_reset_after_cancel_lands_the_cancel_but_loses_the_answer(
+    server: SimulatorServer,
+    sim: Simulator,
+    http: aiohttp.ClientSession,
+    provider: str,
+    landed: tuple[str, ...],
+) -> None:
+    sim.configure({provider: {"reset_after_cancel_rate": 1.0}})
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with http.request(**cancel_call(server, provider, "landed")):
+            pass
+    target = sim.provider(provider)
+    assert target.state_of("landed") in landed
+    assert target.counters.resets_after_cancel == 1
+    assert [c.status for c in target.calls] == [0]
+    assert target.stats()["responses"] == {}
+
+
+async def test_reset_after_cancel_spares_status_checks(
+    server: SimulatorServer, sim: Simulator, call: Call, receiver: Receiver
+) -> None:
+    sim.configure({"reset_after_cancel_rate": 1.0})
+    status, _, _ = await call(
+        "GET", f"{server.dropbox_sign_url}/signature_request/r", headers=DS_AUTH
+    )
+    assert status == 200
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await call(**cancel_call(server, "dropbox_sign", "r"))
+    [got] = await receiver.wait_for(1)  # the provider went on and confirmed it
+    assert got.payload["event"]["event_type"] == "signature_request_canceled"
+
+
+async def test_callbacks_are_sent_as_asked_without_changing_the_request(
+    server: SimulatorServer, sim: Simulator, receiver: Receiver, call: Call
+) -> None:
+    await call(**cancel_call(server, "dropbox_sign", "genuine"))
+    [genuine] = await receiver.wait_for(1)
+    event = genuine.payload["event"]
+
+    replay = {
+        "provider": "dropbox_sign",
+        "id": "victim",
+        "event_type": event["event_type"],
+        "event_time": event["event_time"],
+    }
+    status, sent, _ = await call("POST", f"{server.url}/_sim/callbacks", json=replay)
+    assert status == 200
+    assert sent["event"]["event_hash"] == event["event_hash"]  # the hash ignores the id
+    old = {**replay, "id": "other", "event_time": 1_000_000_000}
+    status, sent_old, _ = await call("POST", f"{server.url}/_sim/callbacks", json=old)
+    assert status == 200 and sent_old["event"]["event_time"] == "1000000000"
+
+    _, replayed, aged = await receiver.wait_for(3)
+    assert replayed.payload["signature_request"]["signature_request_id"] == "victim"
+    assert replayed.payload["event"]["event_hash"] == event["event_hash"]
+    assert aged.payload["event"]["event_time"] == "1000000000"
+    assert aged.payload["event"]["event_hash"] == event_hash(
+        DS_KEY, "1000000000", "signature_request_canceled"
+    )
+    assert sim.dropbox_sign.state_of("victim") == sim.dropbox_sign.state_of("other") == "open"
+
+
+async def test_truto_webhook_dated_as_asked(
+    server: SimulatorServer, sim: Simulator, receiver: Receiver, call: Call
+) -> None:
+    base = f"{server.url}/_sim/callbacks"
+    future = {"provider": "truto", "id": "wf", "event_type": "record:updated"}
+    status, sent, _ = await call(
+        "POST", base, json={**future, "event_time": "2999-01-01T00:00:00Z"}
+    )
+    assert status == 200 and sent["created_at"] == "2999-01-01T00:00:00Z"
+    status, sent, _ = await call("POST", base, json={**future, "event_time": 0})
+    assert status == 200 and sent["created_at"] == "1970-01-01T00:00:00.000Z"
+    first, second = await receiver.wait_for(2)
+    assert first.payload["created_at"] == "2999-01-01T00:00:00Z"
+    assert first.payload["payload"]["id"] == "wf"
+    assert sim.truto.state_of("wf") == "open"
+    for bad in (
+        {**future, "event_time": True},
+        {**future, "event_time": 1e300},
+        {**future, "provider": "aptly"},
+        {"provider": "dropbox_sign", "event_time": "1"},
+    ):
+        assert (await call("POST", base, json=bad))[0] == 400, bad
+    assert second.payload["created_at"] == "1970-01-01T00:00:00.000Z"
+
+
 # --- control plane ----------------------------------------------------------------------
 
 
@@ -797,3 +1001,13 @@ def test_faults_are_reproducible_and_validated() -> None:
 def test_command_line_settings() -> None:
     args = _parse(["--port", "0", "--seed", "2", "--set", "error_5xx_rate=0.25", "--set", "x=y"])
     assert _changes(args) == {"seed": 2, "error_5xx_rate": 0.25, "x": "y"}
+    sets = ["raw_retry_after=1e300", "raw_ratelimit_reset=-5", "redirect_status=307"]
+    args = _parse([arg for item in [*sets, "callback_url=null"] for arg in ("--set", item)])
+    changes = _changes(args)
+    assert changes == {
+        "raw_retry_after": "1e300",
+        "raw_ratelimit_reset": "-5",
+        "redirect_status": 307,
+        "callback_url": None,
+    }
+    Simulator().configure(changes)
