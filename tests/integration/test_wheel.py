@@ -8,6 +8,7 @@ It must migrate an empty database from the migrations it carries and serve a can
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -46,6 +47,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def installed(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bin/ of a fresh venv holding only the wheel built from the repository."""
+    setuptools = importlib.metadata.version("setuptools")
+    if tuple(int(part) for part in setuptools.split(".")[:2]) < (70, 1):
+        pytest.fail(f"setuptools {setuptools} cannot build the wheel offline: run make install")
     work = tmp_path_factory.mktemp("wheel")
     source = work / "source"
     source.mkdir()
