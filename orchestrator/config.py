@@ -6,7 +6,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=_env("ORCH_HOST"))
     port: int = Field(8080, ge=0, le=65535, validation_alias=_env("ORCH_PORT"))
     log_level: str = Field("INFO", validation_alias=_env("ORCH_LOG_LEVEL"))
+    # Unset: text when stderr is a terminal, JSON (one object per line) otherwise.
+    log_format: Literal["json", "text"] | None = Field(
+        None, validation_alias=_env("ORCH_LOG_FORMAT")
+    )
     api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), validation_alias=_env("ORCH_API_TOKENS")
     )
@@ -154,6 +158,13 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
 
     @field_validator("dropbox_sign_base_url", "truto_base_url", "aptly_base_url")
     @classmethod

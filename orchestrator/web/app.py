@@ -27,6 +27,7 @@ from orchestrator.store.repository import Store
 from orchestrator.web import cancellations, keys, ops, webhooks
 from orchestrator.web.auth import bearer_auth_middleware
 from orchestrator.web.problems import problems_middleware
+from orchestrator.web.request_id import request_id_middleware
 from orchestrator.workers.dispatcher import DispatchConfig, Dispatcher
 from orchestrator.workers.loop import run_every, supervise
 from orchestrator.workers.sweeper import Sweeper
@@ -60,7 +61,11 @@ def create_app(
 ) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[problems_middleware, bearer_auth_middleware(settings.api_tokens)],
+        middlewares=[
+            request_id_middleware,
+            problems_middleware,
+            bearer_auth_middleware(settings.api_tokens),
+        ],
     )
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock or SystemClock()

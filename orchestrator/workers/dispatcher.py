@@ -26,7 +26,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from orchestrator import errors
+from orchestrator import errors, logs
 from orchestrator.clock import Clock
 from orchestrator.domain import lifecycle
 from orchestrator.domain.model import Queued, RetryLater, Settled
@@ -174,7 +174,10 @@ class Dispatcher:
     # --- one cancellation ---------------------------------------------------------------
 
     async def process(self, row: Cancellation) -> None:
-        with self.metrics.in_flight.track_inprogress():
+        with (
+            logs.bind(cancellation_id=row.id, provider=row.provider, resource_id=row.resource_id),
+            self.metrics.in_flight.track_inprogress(),
+        ):
             await self._process(row)
 
     async def _process(self, row: Cancellation) -> None:

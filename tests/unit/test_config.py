@@ -52,6 +52,7 @@ def test_defaults() -> None:
     assert settings.database_url is None
     assert settings.dropbox_sign_api_key is None
     assert settings.log_level == "INFO"
+    assert settings.log_format is None  # chosen by whether stderr is a terminal
     assert settings.max_body_bytes == 1_048_576
 
 
@@ -68,6 +69,8 @@ READ_CASES = [
         "http://127.0.0.1:9/v3",
     ),
     ("ORCH_ALLOW_NO_AUTH", "true", "allow_no_auth", True),
+    ("ORCH_LOG_FORMAT", "JSON", "log_format", "json"),
+    ("ORCH_LOG_FORMAT", "text", "log_format", "text"),
     ("ORCH_ALLOW_HTTP_PROVIDERS", "1", "allow_http_providers", True),
     ("DROPBOX_SIGN_RATE_LIMIT_PER_MIN", "25", "dropbox_sign_rate_limit_per_min", 25),
     ("ORCH_CONFIRM_TIMEOUT_S", "120", "confirm_timeout_s", 120),
@@ -142,6 +145,7 @@ def test_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ("TRUTO_BASE_URL", "http://sim:9000/truto"),
         ("APTLY_BASE_URL", "http://10.0.0.7/actions"),
         ("ORCH_ALLOW_NO_AUTH", "maybe"),
+        ("ORCH_LOG_FORMAT", "xml"),
         ("DROPBOX_SIGN_RATE_LIMIT_PER_MIN", "0"),
         ("ORCH_LOG_LEVEL", "LOUD"),
     ],
