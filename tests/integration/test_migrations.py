@@ -16,6 +16,17 @@ import pytest
 
 from orchestrator.store import migrations
 
+#: Migrations already applied in production: their content is fixed for good (add to this list
+#: when a release ships a new one). A change belongs in a new file.
+RELEASED = {
+    "0001_cancellations.sql": "0c44726d38d315b649f826b2c52b143501f0063482107a7967bc543f6f513628",
+    "0002_statement_counts.sql": "15b15eb96ac17d545802eda9a39f5b4acbed343e3ec38f76c72f3d0f6027d4d1",
+    "0003_one_round_trip.sql": "7fbc90208a0fd234c3e3d66e4bb9342994b7b002eceea6d3c3ecc87e3967773a",
+    "0004_count_terminal_statuses.sql": (
+        "e450832ba1ebaea79a431301a9fa11cb4d4426b0feead2cbb1979a83d23a2331"
+    ),
+}
+
 
 def copy_migrations(directory: Path) -> dict[str, Path]:
     """The shipped migration files copied to `directory`, by file name."""
@@ -36,6 +47,12 @@ def test_the_installed_package_carries_the_migrations() -> None:
     shipped = migrations.discover()
     assert [m.version for m in shipped] == list(range(1, len(shipped) + 1))
     assert migrations.latest_version() == shipped[-1].version
+
+
+def test_released_migrations_are_never_edited() -> None:
+    shipped = {m.filename: m.checksum for m in migrations.discover()}
+    changed = {name for name, checksum in RELEASED.items() if shipped.get(name) != checksum}
+    assert not changed, f"released migrations changed (databases would refuse them): {changed}"
 
 
 def test_only_numbered_files_are_migrations(tmp_path: Path) -> None:
