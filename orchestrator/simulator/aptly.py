@@ -26,6 +26,9 @@ BODY_FIELDS = ("status", "documentId", "roleId", "delegationId", "decisionId")
 class AptlySettings(CommonSettings):
     token: str = "sim-aptly-token"
     tenant_id: str = "sim-tenant"
+    # True: cancelling a cancelled action answers 200 with it again (our reading of a PATCH
+    # that sets a status, docs/providers.md); False: 400 "Action already cancelled".
+    idempotent_cancel: bool = True
 
 
 def _stable_uuid(*parts: str) -> str:
@@ -94,7 +97,9 @@ class AptlySimulator(ProviderSimulator):
         if rec.state == "canceled":
             rec.duplicate_cancel_calls += 1
             self.counters.duplicate_cancel_calls += 1
-            return _reply(200, "Success", self.action(rec))
+            if self.settings.idempotent_cancel:
+                return _reply(200, "Success", self.action(rec))
+            return _reply(400, "Action already cancelled")
         if rec.state == "not_found":
             return _reply(404, "Action not found")
         return _reply(400, f"Action already {rec.state}")

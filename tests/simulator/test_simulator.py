@@ -541,10 +541,36 @@ async def test_truto_cancel_returns_the_cancelled_workflow(
     assert first["id"] == "wf1" and first["status"] == "inactive"
     assert first["stage"]["name"] == "Cancelled"
     assert {"name", "created_at", "updated_at", "remote_data"} <= set(first)
-    status, again, _ = await call("POST", url, headers=TRUTO, json=body)
-    assert (status, again) == (200, first)
     assert sim.truto.cancel_call_times("ia1")
+
+
+async def test_truto_repeated_cancel_is_ironclads_invalid_state(
+    server: SimulatorServer, sim: Simulator, call: Call
+) -> None:
+    sim.configure({"truto": {"idempotent_cancel": False}})
+    url = f"{server.truto_url}/unified/e-signature/workflows/cancel?integrated_account_id=ia1"
+    body = {"id": "wf2", "message": "customer asked"}
+    status, first, _ = await call("POST", url, headers=TRUTO, json=body)
+    assert status == 200
+    status, again, _ = await call("POST", url, headers=TRUTO, json=body)
+    assert status == 400
+    assert again == {
+        "statusCode": 400,
+        "error": "Bad Request",
+        "message": "workflow is cancelled and cannot be cancelled",
+        "truto_is_remote_error": True,
+        "raw_response": {
+            "code": "INVALID_STATE",
+            "message": "workflow is cancelled and cannot be cancelled",
+            "param": "workflowId",
+        },
+    }
+    assert sim.truto.state_of("wf2") == "canceled"
     assert sim.stats()["truto"]["duplicate_cancel_calls"] == 1
+
+    sim.configure({"truto": {"idempotent_cancel": True}})
+    status, third, _ = await call("POST", url, headers=TRUTO, json=body)
+    assert (status, third) == (200, first)
 
 
 @pytest.mark.parametrize(
@@ -578,16 +604,25 @@ async def test_truto_rejects_bad_calls(
     assert "error" in answer
 
 
-@pytest.mark.parametrize(("state", "status"), [("completed", 409), ("not_found", 404)])
+@pytest.mark.parametrize(
+    ("state", "status", "code"),
+    [
+        ("completed", 400, "INVALID_STATE"),
+        ("declined", 400, "INVALID_STATE"),
+        ("canceled", 400, "INVALID_STATE"),
+        ("not_found", 404, "NOT_FOUND"),
+    ],
+)
 async def test_truto_remote_errors(
-    server: SimulatorServer, sim: Simulator, call: Call, state: str, status: int
+    server: SimulatorServer, sim: Simulator, call: Call, state: str, status: int, code: str
 ) -> None:
+    sim.configure({"truto": {"idempotent_cancel": False}})
     sim.seed_request("truto", "w", state)
     url = f"{server.truto_url}/unified/e-signature/workflows/cancel?integrated_account_id=ia"
     got, body, _ = await call("POST", url, headers=TRUTO, json={"id": "w", "message": "m"})
     assert got == status
     assert body["truto_is_remote_error"] is True and body["statusCode"] == status
-    assert "code" in body["raw_response"]
+    assert body["raw_response"]["code"] == code
 
 
 TRUTO_WORKFLOWS = "/unified/e-signature/workflows"
@@ -723,6 +758,10 @@ async def test_aptly_cancel_and_errors(server: SimulatorServer, sim: Simulator, 
     assert data["status"]["actionStatusName"] == "Cancelled" and data["status"]["isEnabled"]
     status, again, _ = await call("PATCH", url, headers=APTLY, json=body)
     assert status == 200 and again["data"] == data
+    sim.configure({"aptly": {"idempotent_cancel": False}})
+    status, answer, _ = await call("PATCH", url, headers=APTLY, json=body)
+    assert (status, answer["message"]) == (400, "Action already cancelled")
+    assert sim.stats()["aptly"]["duplicate_cancel_calls"] == 2
 
     sim.seed_request("aptly", "done", "completed")
     sim.seed_request("aptly", "gone", "not_found")
