@@ -17,6 +17,7 @@ import threading
 import types
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import IO, Literal
 
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -78,12 +79,17 @@ class TextFormatter(logging.Formatter):
         return f"{first} [{context}]{newline}{rest}"
 
 
-def json_formatter() -> logging.Formatter:
-    return OrjsonFormatter(
-        "%(levelname)s %(name)s %(message)s",
-        rename_fields={"levelname": "level", "name": "logger"},
-        timestamp="time",
-    )
+class JsonFormatter(OrjsonFormatter):
+    """`time` (RFC 3339, UTC, milliseconds) first, then level, logger, message, context."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
 
 def default_format(stream: IO[str]) -> LogFormat:
@@ -100,7 +106,7 @@ def configure(
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
-        json_formatter() if (fmt or default_format(stream)) == "json" else TextFormatter()
+        JsonFormatter() if (fmt or default_format(stream)) == "json" else TextFormatter()
     )
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
