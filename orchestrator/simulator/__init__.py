@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from orchestrator.simulator.app import BASE_PATHS, SimulatorServer, create_app
 from orchestrator.simulator.aptly import AptlySettings, AptlySimulator
-from orchestrator.simulator.base import STATES, ProviderSimulator
+from orchestrator.simulator.base import ProviderSimulator
 from orchestrator.simulator.dropbox_sign import (
     ACK_TEXT,
     DropboxSignSettings,
@@ -17,6 +17,7 @@ from orchestrator.simulator.dropbox_sign import (
 )
 from orchestrator.simulator.faults import ConfigError, Faults
 from orchestrator.simulator.hub import Simulator, UnknownProvider
+from orchestrator.simulator.records import STATES
 from orchestrator.simulator.truto import TrutoSettings, TrutoSimulator
 
 __all__ = [

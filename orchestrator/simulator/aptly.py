@@ -16,8 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
-from orchestrator.simulator.base import CommonSettings, ProviderSimulator, RequestRecord, iso
+from orchestrator.simulator.base import CommonSettings, ProviderSimulator
 from orchestrator.simulator.faults import Faults
+from orchestrator.simulator.records import RequestRecord, iso
 
 BODY_FIELDS = ("status", "documentId", "roleId", "delegationId", "decisionId")
 

@@ -22,8 +22,9 @@ import aiohttp
 from aiohttp import web
 
 from orchestrator.simulator import delivery
-from orchestrator.simulator.base import CommonSettings, ProviderSimulator, RequestRecord
+from orchestrator.simulator.base import CommonSettings, ProviderSimulator
 from orchestrator.simulator.faults import Faults
+from orchestrator.simulator.records import RequestRecord
 
 ACK_TEXT = "Hello API Event Received"
 

@@ -12,9 +12,10 @@ from typing import Any
 from aiohttp import web
 
 from orchestrator.simulator.aptly import AptlySettings, AptlySimulator
-from orchestrator.simulator.base import ProviderSimulator, iso
+from orchestrator.simulator.base import ProviderSimulator
 from orchestrator.simulator.dropbox_sign import DropboxSignSettings, DropboxSignSimulator
 from orchestrator.simulator.faults import ConfigError, Faults
+from orchestrator.simulator.records import iso
 from orchestrator.simulator.truto import TrutoSettings, TrutoSimulator
 
 

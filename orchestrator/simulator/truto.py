@@ -23,8 +23,9 @@ from typing import Any
 from aiohttp import web
 
 from orchestrator.simulator import delivery
-from orchestrator.simulator.base import CommonSettings, ProviderSimulator, RequestRecord, iso
+from orchestrator.simulator.base import CommonSettings, ProviderSimulator
 from orchestrator.simulator.faults import Faults
+from orchestrator.simulator.records import RequestRecord, iso
 
 CANCEL_PATH = "/unified/e-signature/workflows/cancel"
 WORKFLOW_PATH = "/unified/e-signature/workflows/{id}"
