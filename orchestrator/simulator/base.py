@@ -216,7 +216,7 @@ class ProviderSimulator(abc.ABC):
     ) -> web.StreamResponse:
         """Run one call through the faults in this order: auth, slow, reset, redirect, rate
         limit, 5xx (any call, then status calls only), the provider's logic, and last the
-        reset after a cancel that landed."""
+        reset or 5xx that replaces the answer to a cancel that landed."""
         now = time.time()
         if kind == "cancel":
             self.counters.cancel_calls += 1
@@ -257,6 +257,9 @@ class ProviderSimulator(abc.ABC):
             if kind == "cancel" and self.faults.chance("reset_after_cancel_rate"):
                 self.counters.resets_after_cancel += 1
                 return self._drop(request, now, account, kind, request_id)
+            if kind == "cancel" and self.faults.chance("error_5xx_after_cancel_rate"):
+                self.counters.errors_after_cancel += 1
+                response = self.server_error_response(self.faults.rng.choice((500, 502, 503)))
         return self._finish(now, account, kind, request_id, response)
 
     def _drop(

@@ -43,6 +43,7 @@ class Faults:
     slow_s: float = 5.0
     reset_rate: float = 0.0
     reset_after_cancel_rate: float = 0.0
+    error_5xx_after_cancel_rate: float = 0.0
     redirect_rate: float = 0.0
     redirect_status: int = 302
     seed: int | None = None

@@ -60,6 +60,7 @@ class Counters:
     injected_status_5xx: int = 0
     injected_resets: int = 0
     resets_after_cancel: int = 0
+    errors_after_cancel: int = 0
     injected_slow: int = 0
     injected_redirects: int = 0
     redirects_followed: int = 0

@@ -242,6 +242,19 @@ async def test_reset_after_cancel_lands_the_cancel_but_loses_the_answer(
     assert target.stats()["responses"] == {}
 
 
+@pytest.mark.parametrize("provider", ["dropbox_sign", "truto", "aptly"])
+async def test_5xx_after_cancel_lands_the_cancel_but_answers_an_error(
+    server: SimulatorServer, sim: Simulator, call: Call, provider: str
+) -> None:
+    sim.configure({provider: {"error_5xx_after_cancel_rate": 1.0}})
+    status, body, _ = await call(**cancel_call(server, provider, "landed"))
+    assert status in (500, 502, 503) and body
+    target = sim.provider(provider)
+    assert target.state_of("landed") in ("canceling", "canceled")
+    assert target.counters.errors_after_cancel == 1
+    assert [c.status for c in target.calls] == [status]
+
+
 async def test_reset_after_cancel_spares_status_checks(
     server: SimulatorServer, sim: Simulator, call: Call, receiver: Receiver
 ) -> None:
