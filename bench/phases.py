@@ -268,7 +268,8 @@ async def api_phase(
         )
         if impl.is_service:
             await conn.execute(
-                "UPDATE cancellations SET submitted_at = updated_at, next_attempt_at = NULL,"
+                "UPDATE cancellations SET submitted_at = updated_at, first_sent_at = updated_at,"
+                " next_attempt_at = NULL,"
                 " lease_owner = NULL, lease_expires_at = NULL,"
                 " confirm_by = updated_at + interval '1 hour', version = version + 1"
                 " WHERE status = 'awaiting_confirmation'"

@@ -14,6 +14,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     SecretStr,
@@ -127,7 +129,18 @@ class Settings(BaseSettings):
 
     confirm_timeout_s: PositiveFloat = Field(3600, validation_alias=_env("ORCH_CONFIRM_TIMEOUT_S"))
     sweep_interval_s: PositiveFloat = Field(30, validation_alias=_env("ORCH_SWEEP_INTERVAL_S"))
-    max_attempts: PositiveInt = Field(8, validation_alias=_env("ORCH_MAX_ATTEMPTS"))
+    retry_for_s: PositiveFloat = Field(259_200, validation_alias=_env("ORCH_RETRY_FOR_S"))
+    max_attempts: NonNegativeInt = Field(0, validation_alias=_env("ORCH_MAX_ATTEMPTS"))
+    max_provider_wait_s: PositiveFloat = Field(
+        3600, validation_alias=_env("ORCH_MAX_PROVIDER_WAIT_S")
+    )
+    webhook_clock_skew_s: NonNegativeFloat = Field(
+        300, validation_alias=_env("ORCH_WEBHOOK_CLOCK_SKEW_S")
+    )
+    dropbox_sign_confirm_by: Literal["webhook", "status"] = Field(
+        "webhook", validation_alias=_env("DROPBOX_SIGN_CONFIRM_BY")
+    )
+    retention_s: NonNegativeFloat = Field(7_776_000, validation_alias=_env("ORCH_RETENTION_S"))
     lease_s: PositiveFloat = Field(90, validation_alias=_env("ORCH_LEASE_S"))
     backoff_base_s: PositiveFloat = Field(2, validation_alias=_env("ORCH_BACKOFF_BASE_S"))
     backoff_max_s: PositiveFloat = Field(900, validation_alias=_env("ORCH_BACKOFF_MAX_S"))

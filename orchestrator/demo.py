@@ -28,12 +28,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from orchestrator.config import load_settings
+from orchestrator.domain.model import Cancellation
+from orchestrator.service import ListQuery, Service
 from orchestrator.simulator.app import SimulatorServer
 from orchestrator.simulator.faults import Faults
 from orchestrator.simulator.hub import Simulator
 from orchestrator.store import migrations
 from orchestrator.store.embedded import EmbeddedPostgres
-from orchestrator.store.queries import QUERIES
+from orchestrator.web import keys
 from orchestrator.web.app import create_app
 
 PROVIDERS = ("dropbox_sign", "truto", "aptly")
@@ -132,15 +134,28 @@ def _percentile(values: list[float], share: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(share * 100) - 1]
 
 
+async def every_cancellation(service: Service) -> list[Cancellation]:
+    rows: list[Cancellation] = []
+    after = None
+    while True:
+        page = await service.list_cancellations(ListQuery(limit=200, after=after))
+        rows += page.items
+        if page.next is None:
+            return rows
+        after = page.next
+
+
 async def summarise(
-    conn: asyncpg.Connection, sim: Simulator, console: Console, wall_s: float
+    rows: list[Cancellation], sim: Simulator, console: Console, wall_s: float
 ) -> list[str]:
     """Print the summary tables; return every disagreement with the simulators."""
-    rows = await conn.fetch(QUERIES["demo_summary"])
-    by_status = Counter(r["status"] for r in rows)
-    by_outcome = Counter((r["status"], r["outcome"], r["confirmed_via"]) for r in rows)
-    attempts = Counter(r["attempts"] for r in rows)
-    times = sorted(float(r["seconds"]) for r in rows if r["seconds"] is not None)
+    by_status = Counter(r.status.value for r in rows)
+    by_outcome = Counter(
+        (r.status.value, r.outcome and r.outcome.value, r.confirmed_via and r.confirmed_via.value)
+        for r in rows
+    )
+    attempts = Counter(r.attempts for r in rows)
+    times = sorted((r.confirmed_at - r.created_at).total_seconds() for r in rows if r.confirmed_at)
 
     table = Table(title="cancellations by final state")
     for column in ("status", "outcome", "confirmed_via", "count"):
@@ -171,14 +186,14 @@ async def summarise(
 
     problems = []
     for r in rows:
-        if r["status"] not in ("confirmed", "failed"):
-            problems.append(f"{r['resource_id']}: still {r['status']}")
+        if not r.status.is_terminal:
+            problems.append(f"{r.resource_id}: still {r.status}")
             continue
-        expected = EXPECTED_STATE.get((r["status"], r["outcome"]))
-        actual = (sim.get_request(r["provider"], r["resource_id"]) or {}).get("state")
+        expected = EXPECTED_STATE.get((r.status.value, r.outcome.value if r.outcome else ""))
+        actual = (sim.get_request(r.provider, r.resource_id) or {}).get("state")
         if expected != actual:
             problems.append(
-                f"{r['resource_id']}: {r['status']}/{r['outcome']} but the provider says {actual}"
+                f"{r.resource_id}: {r.status}/{r.outcome} but the provider says {actual}"
             )
     return problems
 
@@ -191,15 +206,15 @@ async def run(options: DemoOptions, console: Console) -> int:
         conn = await asyncpg.connect(dsn)
         try:
             await migrations.migrate(conn)
-            return await _run(options, console, dsn, conn)
         finally:
             await conn.close()
+        return await _run(options, console, dsn)
     finally:
         await asyncio.to_thread(server.stop)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-async def _run(options: DemoOptions, console: Console, dsn: str, conn: asyncpg.Connection) -> int:
+async def _run(options: DemoOptions, console: Console, dsn: str) -> int:
     faults = Faults(
         drop_callback_rate=options.drop_callback_rate,
         error_5xx_rate=options.error_5xx_rate,
@@ -229,7 +244,8 @@ async def _run(options: DemoOptions, console: Console, dsn: str, conn: asyncpg.C
             aptly_base_url=sim_server.aptly_url,
             aptly_token=sim.aptly.settings.token,
         )
-        runner = web.AppRunner(create_app(settings, dsn), access_log=None)
+        app = create_app(settings, dsn)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", options.port).start()
         try:
@@ -246,7 +262,9 @@ async def _run(options: DemoOptions, console: Console, dsn: str, conn: asyncpg.C
                 await enqueue_all(http, url, batch)
                 await watch(http, url, options.count, console, options.timeout_s)
             wall = time.monotonic() - started
-            problems = await summarise(conn, sim, console, wall)
+            problems = await summarise(
+                await every_cancellation(app[keys.SERVICE]), sim, console, wall
+            )
             console.print(
                 f"look at: {url}/v1/stats  {url}/v1/cancellations?limit=5  "
                 f"{sim_server.url}/_sim/stats"

@@ -1,17 +1,18 @@
-"""The project's errors. The web layer turns each into an RFC 9457 problem; nothing else does."""
+"""The project's errors: what went wrong, in the domain's words.
+
+The store, the adapters and the service raise these; the web layer alone turns each into an
+RFC 9457 problem (web/problems.py holds the HTTP status of each), and the CLI prints them.
+"""
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from pydantic import ValidationError
 
 
 class OrchestratorError(Exception):
-    status = 500
-    title = "Internal error"
-    type_slug = "internal"
-
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -19,26 +20,22 @@ class OrchestratorError(Exception):
 
 
 class NotFound(OrchestratorError):
-    status = 404
-    title = "Not found"
-    type_slug = "not-found"
+    pass
 
 
 class Conflict(OrchestratorError):
-    status = 409
-    title = "Conflict"
-    type_slug = "conflict"
+    """The request is valid but the cancellation's state or history forbids it."""
 
 
 class InvalidRequest(OrchestratorError):
-    """422: `errors` lists each field at fault and why."""
-
-    status = 422
-    title = "Invalid request"
-    type_slug = "invalid-request"
+    """`errors` lists each field at fault and why."""
 
     def __init__(self, detail: str, errors: list[dict[str, str]]) -> None:
         super().__init__(detail, errors=errors)
+
+    @classmethod
+    def field(cls, field: str, message: str) -> InvalidRequest:
+        return cls(f"{field}: {message}", [{"field": field, "message": message}])
 
     @classmethod
     def from_validation(cls, exc: ValidationError, what: str, prefix: str = "") -> InvalidRequest:
@@ -51,48 +48,45 @@ class InvalidRequest(OrchestratorError):
         return cls(f"the {what} is invalid: {names}", fields)
 
 
-class BadRequest(OrchestratorError):
-    status = 400
-    title = "Bad request"
-    type_slug = "bad-request"
-
-
-class Unauthorized(OrchestratorError):
-    status = 401
-    title = "Unauthorized"
-    type_slug = "unauthorized"
+class MalformedRequest(OrchestratorError):
+    """The body cannot be read at all (not JSON, nested too deep)."""
 
 
 class UnsupportedMediaType(OrchestratorError):
-    status = 415
-    title = "Unsupported media type"
-    type_slug = "unsupported-media-type"
+    pass
+
+
+class Unauthorized(OrchestratorError):
+    """No credentials, or credentials nobody issued."""
+
+
+class Forbidden(OrchestratorError):
+    """Valid credentials without the scope this action needs."""
 
 
 class DatabaseUnavailable(OrchestratorError):
-    status = 503
-    title = "Database unavailable"
-    type_slug = "database-unavailable"
+    pass
 
 
 class ProviderNotConfigured(OrchestratorError):
-    """The provider or account is known but lacks the settings it needs (422 at enqueue)."""
+    """The provider or account is known but lacks the settings it needs."""
 
-    status = 422
-    title = "Provider not configured"
-    type_slug = "provider-not-configured"
+
+class RejectReason(enum.StrEnum):
+    """Why a webhook was refused; a label of the rejections metric, and the HTTP status's
+    source (web/problems.py)."""
+
+    NO_ENDPOINT = "no_endpoint"
+    MEDIA_TYPE = "media_type"
+    MALFORMED = "malformed"
+    TOO_LARGE = "too_large"
+    SIGNATURE = "signature"
+    STALE = "stale"
 
 
 class WebhookRejected(OrchestratorError):
     """A webhook that failed verification or could not be parsed; it changes nothing."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, reason: RejectReason, detail: str) -> None:
         super().__init__(detail)
-        self.status = status
-        self.title = {
-            400: "Malformed webhook",
-            401: "Webhook signature invalid",
-            413: "Webhook too large",
-            415: "Unsupported webhook content type",
-        }.get(status, "Webhook rejected")
-        self.type_slug = "webhook-rejected"
+        self.reason = reason

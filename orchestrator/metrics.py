@@ -37,6 +37,18 @@ class Metrics:
             ["provider", "outcome"],
             registry=self.registry,
         )
+        self.webhook_rejections = Counter(
+            "orchestrator_webhook_rejections_total",
+            "Webhooks refused, by provider and reason (signature, stale, malformed, ...)",
+            ["provider", "reason"],
+            registry=self.registry,
+        )
+        self.retention_deleted = Counter(
+            "orchestrator_retention_deleted_total",
+            "Rows deleted by retention, by kind (cancellations, inbox_events)",
+            ["kind"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "orchestrator_dispatch_in_flight",
             "Cancellations this process is sending right now",

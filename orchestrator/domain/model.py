@@ -7,8 +7,16 @@ with a table of cases.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any
+
+
+class ProviderName(enum.StrEnum):
+    DROPBOX_SIGN = "dropbox_sign"
+    TRUTO = "truto"
+    APTLY = "aptly"
 
 
 class Status(enum.StrEnum):
@@ -24,7 +32,6 @@ class Status(enum.StrEnum):
 
 
 TERMINAL = frozenset({Status.CONFIRMED, Status.FAILED})
-OPEN = frozenset(Status) - TERMINAL
 
 
 class ConfirmedVia(enum.StrEnum):
@@ -42,10 +49,75 @@ class Outcome(enum.StrEnum):
     COMPLETED = "completed"
     NOT_FOUND = "not_found"
     NOT_CANCELABLE = "not_cancelable"
-    UNKNOWN = "unknown"
 
 
 Evidence = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """One row of `cancellations`, field for column (a test holds the two together)."""
+
+    id: uuid.UUID
+    provider: ProviderName
+    account: str
+    resource_id: str
+    status: Status
+    outcome: Outcome | None
+    confirmed_via: ConfirmedVia | None
+    attempts: int
+    version: int
+    needs_check: bool
+    reason: str | None
+    metadata: dict[str, Any]
+    params: dict[str, Any]
+    provider_state: dict[str, Any] | None
+    idempotency_key: str | None
+    request_hash: str
+    next_attempt_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_error: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+    confirm_by: datetime | None
+    confirmed_at: datetime | None
+    #: When the first attempt was claimed: callbacks older than this (less the allowed
+    #: clock skew) cannot be about our cancel.
+    first_sent_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Cancellation:
+        """From a mapping of column name to value; the enums are checked here."""
+        values = {name: row[name] for name in _CANCELLATION_FIELDS}
+        values["provider"] = ProviderName(values["provider"])
+        values["status"] = Status(values["status"])
+        if values["outcome"] is not None:
+            values["outcome"] = Outcome(values["outcome"])
+        if values["confirmed_via"] is not None:
+            values["confirmed_via"] = ConfirmedVia(values["confirmed_via"])
+        return cls(**values)
+
+    @property
+    def key(self) -> str:
+        """The provider account this cancellation is sent through, as "provider:account"."""
+        return f"{self.provider}:{self.account}"
+
+
+_CANCELLATION_FIELDS = tuple(f.name for f in fields(Cancellation))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One transition in a cancellation's history."""
+
+    id: int
+    at: datetime
+    from_status: Status | None
+    to_status: Status
+    cause: str
+    evidence: dict[str, Any]
 
 
 # --- What a provider call can tell us -------------------------------------------------
@@ -80,6 +152,21 @@ class RetryLater:
     delay_s: float | None = None
     evidence: Evidence = field(default_factory=dict)
     details: dict[str, Any] | None = None
+    #: The request may have reached the provider (a timeout, a reset, a 5xx): the next
+    #: attempt checks the request's status before it reads a refusal as final.
+    may_have_landed: bool = False
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The provider refused the cancel (a 4xx other than "gone" or "not found"). What that
+    means depends on the request's state, so a status check decides: a request already
+    canceled by an earlier attempt whose answer was lost is not a failure."""
+
+    code: str
+    message: str
+    evidence: Evidence = field(default_factory=dict)
+    details: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +176,7 @@ class StillOpen:
     evidence: Evidence = field(default_factory=dict)
 
 
-CancelResult = Queued | Settled | RetryLater
+CancelResult = Queued | Settled | RetryLater | Refused
 StatusResult = Settled | StillOpen | RetryLater
 
 

@@ -59,8 +59,8 @@ class Aptly(base.Provider):
         path = f"/v1/actions/{action}/cancel-action"
         answer = await base.call(
             http,
+            account,
             "PATCH",
-            f"{account.base_url}{path}",
             path,
             headers={"Authorization": f"Bearer {account.secret.get_secret_value()}"},
             json=target.params,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 import email.utils
+import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,12 +25,15 @@ from orchestrator import errors
 from orchestrator.domain.model import (
     CancelResult,
     Outcome,
+    Refused,
     RetryLater,
     Settled,
     StatusResult,
     StillOpen,
     WebhookEvent,
 )
+
+log = logging.getLogger(__name__)
 
 # How much of a provider's answer we keep as evidence: enough to explain, never a whole document.
 _EVIDENCE_BODY_LIMIT = 4096
@@ -100,7 +105,8 @@ def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float
     """The wait a provider asked for: Retry-After (seconds or a date) or a rate-limit reset.
 
     X-Ratelimit-Reset is a Unix time at Dropbox Sign; ratelimit-reset is seconds at Truto.
-    A large number is read as a Unix time, a small one as seconds.
+    A large number is read as a Unix time, a small one as seconds. A value that is not a
+    finite number, or is negative, comes back as infinity: the caller bounds every wait.
     """
     now = time.time() if now is None else now
     lowered = {k.lower(): v for k, v in headers.items()}
@@ -116,12 +122,15 @@ def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float
                 continue
             try:
                 parsed = email.utils.parsedate_to_datetime(raw)
-            except (ValueError, TypeError):
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=UTC)
+                value = parsed.timestamp()
+            except (ValueError, TypeError, IndexError, OverflowError):
                 continue  # a header we cannot read is no instruction; backoff applies
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            value = parsed.timestamp()
-        waits.append(value - now if value > 1_000_000_000 else value)
+        if not math.isfinite(value) or value < 0:
+            waits.append(math.inf)  # absurd: the caller caps it (lifecycle.bounded_wait)
+        else:
+            waits.append(value - now if value > 1_000_000_000 else value)
     return max(0.0, max(waits)) if waits else None
 
 
@@ -132,6 +141,7 @@ def transient(answer: Answer, code: str | None = None) -> RetryLater:
         message=message,
         delay_s=retry_after_s(answer.headers) if answer.status in (429, 503) else None,
         evidence=answer.evidence(),
+        may_have_landed=answer.status >= 500,
     )
 
 
@@ -144,35 +154,45 @@ def classify_cancel(
     provider_state: dict[str, Any] | None = None,
 ) -> CancelResult:
     """The usual reading of a cancel that is answered at once (Truto, Aptly): 2xx canceled;
-    401, 408, 429 and 5xx worth another try; 404 not found; anything else not cancelable.
-    `code` is the provider's own error code, if its error body names one."""
+    401, 408, 429 and 5xx worth another try; 404 not found; any other 4xx a refusal, which a
+    status check reads (lifecycle.after_refusal). `code` is the provider's own error code,
+    if its error body names one."""
     if 200 <= answer.status < 300:
         return Settled(Outcome.CANCELED, True, answer.evidence(), provider_state=provider_state)
     if answer.status in (401, 408, 429) or answer.status >= 500:
         retry = transient(answer, code=code)
-        return RetryLater(retry.code, message, retry.delay_s, retry.evidence, details)
-    outcome = Outcome.NOT_FOUND if answer.status == 404 else Outcome.NOT_CANCELABLE
-    return Settled(
-        outcome,
-        False,
-        answer.evidence(),
-        error_code=code or outcome.value,
-        error_message=message,
-        error_details=details,
-    )
+        return RetryLater(
+            retry.code, message, retry.delay_s, retry.evidence, details, retry.may_have_landed
+        )
+    if answer.status == 404:
+        return Settled(
+            Outcome.NOT_FOUND,
+            False,
+            answer.evidence(),
+            error_code=code or Outcome.NOT_FOUND.value,
+            error_message=message,
+            error_details=details,
+        )
+    return Refused(code or Outcome.NOT_CANCELABLE.value, message, answer.evidence(), details)
 
 
 async def call(
     http: aiohttp.ClientSession,
+    account: Account,
     method: str,
-    url: str,
     path: str,
     **kwargs: Any,
 ) -> Answer | RetryLater:
-    """One HTTP call; a network failure or timeout becomes RetryLater, never an exception."""
+    """One HTTP call to the account's base URL plus `path`; a network failure, a timeout or
+    a redirect becomes RetryLater, never an exception. Redirects are never followed: a POST
+    turned into a GET elsewhere, without its credentials, would answer for something else."""
     try:
-        async with http.request(method, url, **kwargs) as response:
+        async with http.request(
+            method, f"{account.base_url}{path}", allow_redirects=False, **kwargs
+        ) as response:
             raw = await response.read()
+            if 300 <= response.status < 400:
+                return _redirected(account, method, path, response.status, response.headers)
             body: Any
             try:
                 body = orjson.loads(raw) if raw else {}
@@ -181,14 +201,44 @@ async def call(
             return Answer(method, path, response.status, dict(response.headers), body)
     except TimeoutError:
         return RetryLater(
-            "timeout", f"{method} {path} timed out", evidence={"call": f"{method} {path}"}
+            "timeout",
+            f"{method} {path} timed out",
+            evidence={"call": f"{method} {path}"},
+            may_have_landed=True,
         )
     except aiohttp.ClientError as exc:
         return RetryLater(
             "network",
             f"{method} {path} failed: {type(exc).__name__}",
             evidence={"call": f"{method} {path}", "exception": type(exc).__name__},
+            may_have_landed=not isinstance(exc, aiohttp.ClientConnectorError),
         )
+
+
+def _redirected(
+    account: Account, method: str, path: str, status: int, headers: Mapping[str, str]
+) -> RetryLater:
+    location = headers.get("Location", "")
+    setting = (
+        f"{account.provider.upper()}_BASE_URL"
+        if account.name == "default"
+        else f"base_url of account {account.name!r} in ORCH_CONFIG"
+    )
+    log.error(
+        "%s %s%s answered %d redirecting to %r: redirects are not followed; fix %s",
+        method,
+        account.base_url,
+        path,
+        status,
+        location,
+        setting,
+    )
+    return RetryLater(
+        "redirect",
+        f"{method} {path} answered {status} (a redirect to {location!r}); fix {setting}",
+        evidence={"call": f"{method} {path}", "http_status": status, "location": location},
+        details={"http_status": status, "location": location},
+    )
 
 
 def parse_params(model: type[BaseModel], params: dict[str, Any], provider: str) -> BaseModel:
@@ -207,8 +257,6 @@ class Provider(abc.ABC):
     name: ClassVar[str]
     #: Path segments under /webhooks/ that route to this adapter.
     webhook_names: ClassVar[tuple[str, ...]] = ()
-    #: Whether a cancel is confirmed later (by webhook or status check) rather than at once.
-    confirms_asynchronously: ClassVar[bool] = False
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Check the provider-specific `params` of an enqueue; raise InvalidRequest if wrong."""
@@ -241,14 +289,15 @@ class Provider(abc.ABC):
         accounts: list[Account],
         now: float,
         replay_window_s: float = 300.0,
+        clock_skew_s: float = 300.0,
     ) -> WebhookEvent:
         """Verify, then parse; raise WebhookRejected. Adapters without webhooks refuse all.
 
-        `now` and `replay_window_s` let an adapter refuse stale events where the provider's
-        events carry a creation time meant for that."""
-        from orchestrator import errors
-
-        raise errors.WebhookRejected(404, f"{self.name} sends no webhooks")
+        `now` and `replay_window_s` let an adapter refuse stale (or future) events where the
+        provider's events carry a creation time meant for that."""
+        raise errors.WebhookRejected(
+            errors.RejectReason.NO_ENDPOINT, f"{self.name} sends no webhooks"
+        )
 
     #: The body a provider expects from a successful webhook delivery.
     webhook_ack: ClassVar[str] = "ok"

@@ -24,6 +24,7 @@ from orchestrator.domain.model import (
     CancelResult,
     Outcome,
     Queued,
+    Refused,
     RetryLater,
     Settled,
     StatusResult,
@@ -85,7 +86,6 @@ def _request_state(request: Mapping[str, Any], now: float) -> Outcome | None:
 class DropboxSign(base.Provider):
     name = "dropbox_sign"
     webhook_names = ("dropbox_sign", "hellosign")
-    confirms_asynchronously = True
     webhook_ack: ClassVar[str] = ACK
 
     def check_account(self, account: base.Account) -> str | None:
@@ -103,9 +103,7 @@ class DropboxSign(base.Provider):
         self, http: aiohttp.ClientSession, account: base.Account, target: base.Target
     ) -> CancelResult:
         path = f"/signature_request/cancel/{urllib.parse.quote(target.resource_id, safe='')}"
-        answer = await base.call(
-            http, "POST", f"{account.base_url}{path}", path, headers=self._auth(account)
-        )
+        answer = await base.call(http, account, "POST", path, headers=self._auth(account))
         if isinstance(answer, RetryLater):
             return answer
         if answer.status == 200:
@@ -120,31 +118,15 @@ class DropboxSign(base.Provider):
             return Settled(
                 Outcome.NOT_FOUND, False, answer.evidence(), error_code=name, error_message=message
             )
-        # 400/403: the request cannot be canceled. Ask why, so the outcome says what it became.
-        status = await self.status(http, account, target)
-        if isinstance(status, Settled):
-            return Settled(
-                status.outcome,
-                status.ok,
-                {"cancel": answer.evidence(), "status": status.evidence},
-                error_code=status.error_code or name,
-                error_message=message if not status.ok else None,
-            )
-        return Settled(
-            Outcome.NOT_CANCELABLE,
-            False,
-            answer.evidence(),
-            error_code=name,
-            error_message=message,
-        )
+        # 400/403: refused. Whether it is final depends on the request's state (already
+        # canceled by an attempt whose answer was lost, or completed): a status check decides.
+        return Refused(name, message, answer.evidence())
 
     async def status(
         self, http: aiohttp.ClientSession, account: base.Account, target: base.Target
     ) -> StatusResult:
         path = f"/signature_request/{urllib.parse.quote(target.resource_id, safe='')}"
-        answer = await base.call(
-            http, "GET", f"{account.base_url}{path}", path, headers=self._auth(account)
-        )
+        answer = await base.call(http, account, "GET", path, headers=self._auth(account))
         if isinstance(answer, RetryLater):
             return answer
         if answer.status == 410:
@@ -176,13 +158,16 @@ class DropboxSign(base.Provider):
         accounts: list[base.Account],
         now: float,
         replay_window_s: float = 300.0,
+        clock_skew_s: float = 300.0,
     ) -> WebhookEvent:
         """Dropbox Sign retries a delivery for days, so old events are legitimate: a replay
         is caught by the inbox's duplicate key instead of a time window."""
         payload = _decode_body(headers.get("Content-Type", ""), body)
         event = payload.get("event")
         if not isinstance(event, dict):
-            raise errors.WebhookRejected(400, "the callback has no 'event' object")
+            raise errors.WebhookRejected(
+                errors.RejectReason.MALFORMED, "the callback has no 'event' object"
+            )
         event_time, event_type, given_hash = (
             event.get("event_time"),
             event.get("event_type"),
@@ -190,7 +175,8 @@ class DropboxSign(base.Provider):
         )
         if not all(isinstance(v, str) and v for v in (event_time, event_type, given_hash)):
             raise errors.WebhookRejected(
-                401, "event_time, event_type and event_hash are required strings"
+                errors.RejectReason.SIGNATURE,
+                "event_time, event_type and event_hash are required strings",
             )
         assert isinstance(event_time, str) and isinstance(event_type, str)
         assert isinstance(given_hash, str)
@@ -246,7 +232,9 @@ def _verify(
         expected = event_hash(account.secret.get_secret_value(), event_time, event_type)
         if hmac.compare_digest(expected.encode(), given_hash.lower().encode()):
             return account
-    raise errors.WebhookRejected(401, "event_hash does not match any configured account key")
+    raise errors.WebhookRejected(
+        errors.RejectReason.SIGNATURE, "event_hash does not match any configured account key"
+    )
 
 
 def _decode_body(content_type: str, body: bytes) -> dict[str, Any]:
@@ -261,16 +249,23 @@ def _decode_body(content_type: str, body: bytes) -> dict[str, Any]:
         raw = body
     else:
         raise errors.WebhookRejected(
-            415, "send multipart/form-data with a 'json' field, or application/json"
+            errors.RejectReason.MEDIA_TYPE,
+            "send multipart/form-data with a 'json' field, or application/json",
         )
     if raw is None:
-        raise errors.WebhookRejected(400, "the callback has no 'json' field")
+        raise errors.WebhookRejected(
+            errors.RejectReason.MALFORMED, "the callback has no 'json' field"
+        )
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise errors.WebhookRejected(400, f"the callback JSON is malformed: {exc}") from None
+        raise errors.WebhookRejected(
+            errors.RejectReason.MALFORMED, f"the callback JSON is malformed: {exc}"
+        ) from None
     if not isinstance(payload, dict):
-        raise errors.WebhookRejected(400, "the callback JSON must be an object")
+        raise errors.WebhookRejected(
+            errors.RejectReason.MALFORMED, "the callback JSON must be an object"
+        )
     return payload
 
 
@@ -283,15 +278,21 @@ def _multipart_field(content_type: str, body: bytes, name: str) -> bytes | None:
     benchmark measured at half of the webhook's CPU (docs/benchmarks.md)."""
     match = _BOUNDARY.search(content_type)
     if match is None:
-        raise errors.WebhookRejected(400, "multipart body without a boundary")
+        raise errors.WebhookRejected(
+            errors.RejectReason.MALFORMED, "multipart body without a boundary"
+        )
     parts = body.split(b"--" + match[1].encode())
     if len(parts) < 3 or not parts[-1].startswith(b"--"):
-        raise errors.WebhookRejected(400, "the multipart body is malformed")
+        raise errors.WebhookRejected(
+            errors.RejectReason.MALFORMED, "the multipart body is malformed"
+        )
     wanted = re.compile(rb';\s*name="?' + re.escape(name.encode()) + rb'"?\s*(;|$)', re.I)
     for part in parts[1:-1]:
         head, separator, content = part.partition(b"\r\n\r\n")
         if not separator:
-            raise errors.WebhookRejected(400, "the multipart body is malformed")
+            raise errors.WebhookRejected(
+                errors.RejectReason.MALFORMED, "the multipart body is malformed"
+            )
         for line in head.split(b"\r\n"):
             if line[:20].lower() == b"content-disposition:" and wanted.search(line):
                 return content[:-2] if content.endswith(b"\r\n") else content

@@ -70,8 +70,8 @@ class Truto(base.Provider):
         path = "/unified/e-signature/workflows/cancel"
         answer = await base.call(
             http,
+            account,
             "POST",
-            f"{account.base_url}{path}",
             path,
             params={"integrated_account_id": params.integrated_account_id},
             headers={"Authorization": f"Bearer {account.secret.get_secret_value()}"},
@@ -100,20 +100,31 @@ class Truto(base.Provider):
         accounts: list[base.Account],
         now: float,
         replay_window_s: float = 300.0,
+        clock_skew_s: float = 300.0,
     ) -> WebhookEvent:
         account = _verify(headers.get("X-Truto-Signature", ""), body, accounts)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise errors.WebhookRejected(400, "the webhook body is not valid JSON") from None
+            raise errors.WebhookRejected(
+                errors.RejectReason.MALFORMED, "the webhook body is not valid JSON"
+            ) from None
         if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
-            raise errors.WebhookRejected(400, "the webhook needs an 'id'")
+            raise errors.WebhookRejected(errors.RejectReason.MALFORMED, "the webhook needs an 'id'")
         created = _timestamp(payload.get("created_at"))
         if created is None:
-            raise errors.WebhookRejected(400, "the webhook needs a 'created_at' time")
+            raise errors.WebhookRejected(
+                errors.RejectReason.MALFORMED, "the webhook needs a 'created_at' time"
+            )
         if now - created > replay_window_s:
             raise errors.WebhookRejected(
-                401, f"the event is older than the {replay_window_s:.0f}s replay window"
+                errors.RejectReason.STALE,
+                f"the event is older than the {replay_window_s:.0f}s replay window",
+            )
+        if created - now > clock_skew_s:
+            raise errors.WebhookRejected(
+                errors.RejectReason.STALE,
+                f"the event is dated more than {clock_skew_s:.0f}s in the future",
             )
         event_payload = payload.get("payload")
         resource_id = None
@@ -135,9 +146,15 @@ class Truto(base.Provider):
 
 def _verify(header: str, body: bytes, accounts: list[base.Account]) -> base.Account:
     """Check the signature before anything in the body is read."""
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    parts = dict(
+        (name.strip(), value.strip())
+        for name, _, value in (p.partition("=") for p in header.split(","))
+        if value
+    )
     if parts.get("format") != "sha256" or not parts.get("v"):
-        raise errors.WebhookRejected(401, "missing or malformed X-Truto-Signature")
+        raise errors.WebhookRejected(
+            errors.RejectReason.SIGNATURE, "missing or malformed X-Truto-Signature"
+        )
     given = parts["v"].strip()
     candidates: list[bytes] = []
     with contextlib.suppress(ValueError):
@@ -150,7 +167,9 @@ def _verify(header: str, body: bytes, accounts: list[base.Account]) -> base.Acco
         expected = signature(account.webhook_secret.get_secret_value(), body)
         if any(hmac.compare_digest(expected, c) for c in candidates):
             return account
-    raise errors.WebhookRejected(401, "X-Truto-Signature does not match any webhook secret")
+    raise errors.WebhookRejected(
+        errors.RejectReason.SIGNATURE, "X-Truto-Signature does not match any webhook secret"
+    )
 
 
 def _timestamp(value: object) -> float | None:

@@ -1,6 +1,6 @@
 -- Every statement the service sends, named. Loaded by orchestrator/store/queries.py.
 -- Times are always parameters ($now), never now(), so tests can move the clock. The
--- functions called here are created by the migrations (0003_one_round_trip.sql).
+-- functions called here are created by the migrations; migrations/schema.sql shows them all.
 
 -- name: enqueue
 -- Record a cancellation, or find the one that answers this request; one round trip.
@@ -8,8 +8,8 @@ SELECT (e.cancellation).*, e.result
 FROM enqueue_cancellation($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) e;
 
 -- name: record_webhook_event
--- Store a verified event once and settle the open cancellation it reports; one round trip.
-SELECT record_webhook_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+-- Store a verified event once and act on the open cancellation it reports; one round trip.
+SELECT record_webhook_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);
 
 -- name: apply_decision
 -- Carry out one transition if the row's version is still $2; no row if the fence held.
@@ -36,30 +36,17 @@ WHERE c.id = $1
 ORDER BY e.id;
 
 -- name: claim_due
--- Take up to $2 due rows under a lease; attempts and the fencing token move with the claim.
--- $4 lists provider:account pairs to leave alone (throttled); $6, if not null, the only ones
--- to take.
-WITH due AS (
-    SELECT id FROM cancellations
-    WHERE status = 'queued' AND next_attempt_at <= $1
-      AND NOT (provider || ':' || account = ANY ($4::text[]))
-      AND ($6::text[] IS NULL OR provider || ':' || account = ANY ($6::text[]))
-    ORDER BY next_attempt_at
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE cancellations c
-    SET status = 'sending', attempts = c.attempts + 1, version = c.version + 1,
-        lease_owner = $3, lease_expires_at = $1 + make_interval(secs => $5), updated_at = $1
-    FROM due WHERE c.id = due.id
-    RETURNING c.*
-), event AS (
-    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
-    SELECT id, $1, 'queued', 'sending', 'claimed',
-           jsonb_build_object('attempt', attempts, 'worker', $3, 'status_check_first', needs_check)
-    FROM claimed
-)
-SELECT * FROM claimed;
+-- Lease up to $2 due rows of the accounts $5 (limits per minute $6, NULL for none) within
+-- each account's shared budget; one round trip.
+SELECT * FROM claim_due($1, $2, $3, $4, $5, $6);
+
+-- name: take_call
+-- One more call from a limited account's budget: 0, or the seconds until one is free.
+SELECT take_call($1, $2, $3);
+
+-- name: pause_account
+-- A provider said wait: no instance calls this account before $2.
+SELECT pause_account($1, $2, $3);
 
 -- name: requeue_expired_leases
 -- A lease that ran out means its worker died or stalled: put the row back in the queue.
@@ -155,16 +142,49 @@ ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
 -- name: try_lock_fold
 SELECT pg_try_advisory_xact_lock(7305318221);
 
--- name: demo_summary
--- Every cancellation's final state and time to confirmation, for the demo's summary.
-SELECT provider, resource_id, status, outcome, confirmed_via, attempts,
-       extract(epoch FROM confirmed_at - created_at) AS seconds
-FROM cancellations;
-
--- name: ping
-SELECT 1;
+-- name: unserved_accounts
+-- Queued rows of accounts this instance cannot send through ($1: the ones it can), by account.
+SELECT provider || ':' || account AS account, count(*) AS queued
+FROM cancellations
+WHERE status = 'queued' AND NOT (provider || ':' || account = ANY ($1::text[]))
+GROUP BY 1
+ORDER BY 1;
 
 -- name: database_clock
 -- The server's wall clock, to compare with the instance's at start (the one statement that
 -- reads the database's time: it is what is being checked).
 SELECT clock_timestamp();
+
+-- name: delete_expired_cancellations
+-- Retention: up to $2 terminal cancellations that ended before $1, with their history
+-- (ON DELETE CASCADE) and the inbox events they used; their terminal counters go down too.
+WITH doomed AS (
+    SELECT id FROM cancellations
+    WHERE status IN ('confirmed', 'failed') AND updated_at < $1
+    ORDER BY updated_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM cancellations c USING doomed WHERE c.id = doomed.id
+    RETURNING c.id, c.status
+), inbox AS (
+    DELETE FROM webhook_inbox w USING deleted WHERE w.cancellation_id = deleted.id
+), counted AS (
+    INSERT INTO cancellation_counts AS k (status, shard, n)
+    SELECT status, pg_backend_pid(), -count(*) FROM deleted GROUP BY status
+    ON CONFLICT (status, shard) DO UPDATE SET n = k.n + excluded.n
+)
+SELECT count(*) FROM deleted;
+
+-- name: delete_unused_inbox_events
+-- Retention: up to $2 verified events received before $1 that no cancellation used.
+WITH doomed AS (
+    SELECT id FROM webhook_inbox
+    WHERE cancellation_id IS NULL AND received_at < $1
+    ORDER BY received_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM webhook_inbox w USING doomed WHERE w.id = doomed.id RETURNING w.id
+)
+SELECT count(*) FROM deleted;

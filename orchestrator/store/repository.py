@@ -8,51 +8,17 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from orchestrator import errors
 from orchestrator.domain import lifecycle
-from orchestrator.domain.model import Settled, Status, WebhookEvent
+from orchestrator.domain.model import Cancellation, Event, Settled, Status, WebhookEvent
+from orchestrator.store import migrations
 from orchestrator.store.db import translate_errors
 from orchestrator.store.queries import QUERIES as Q
-
-
-@dataclass(frozen=True, slots=True)
-class Cancellation:
-    id: uuid.UUID
-    provider: str
-    account: str
-    resource_id: str
-    status: str
-    outcome: str | None
-    confirmed_via: str | None
-    attempts: int
-    version: int
-    needs_check: bool
-    reason: str | None
-    metadata: dict[str, Any]
-    params: dict[str, Any]
-    provider_state: dict[str, Any] | None
-    idempotency_key: str | None
-    request_hash: str
-    next_attempt_at: datetime | None
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    last_error: dict[str, Any] | None
-    created_at: datetime
-    updated_at: datetime
-    submitted_at: datetime | None
-    confirm_by: datetime | None
-    confirmed_at: datetime | None
-
-    @classmethod
-    def from_record(cls, record: asyncpg.Record) -> Cancellation:
-        """A row of `cancellations`, whose columns are these fields in this order (a test
-        holds the two together); positional, as dict(record) cost 2.4% of a run's CPU."""
-        return cls(*record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,20 +33,11 @@ class NewCancellation:
     request_hash: str
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    id: int
-    at: datetime
-    from_status: str | None
-    to_status: str
-    cause: str
-    evidence: dict[str, Any]
-
-
 class WebhookOutcome(enum.StrEnum):
     DUPLICATE = "duplicate"
     APPLIED = "applied"
     STORED = "stored"
+    CHECK = "check"
 
 
 def effect_to_json(effect: Settled) -> dict[str, Any]:
@@ -98,9 +55,13 @@ def decision_json(decision: lifecycle.Decision, now: datetime) -> dict[str, Any]
     without a value are left out."""
     data: dict[str, Any] = {
         "status": decision.status.value,
-        "cause": decision.cause,
+        "cause": decision.cause.value,
         "evidence": decision.evidence,
     }
+    if decision.needs_check:
+        data["needs_check"] = True
+    if decision.refund_attempt:
+        data["refund_attempt"] = True
     if decision.next_attempt_at is not None:
         data["next_attempt_at"] = decision.next_attempt_at
     if decision.confirm_by is not None:
@@ -156,14 +117,14 @@ class Store:
             )
         if result == "key_taken":
             raise errors.Conflict("a concurrent request took this idempotency key")
-        return Cancellation(*record[:-1]), result == "created"
+        return Cancellation.from_row(record), result == "created"
 
     # --- reads --------------------------------------------------------------------------
 
     async def get(self, cancellation_id: uuid.UUID) -> Cancellation | None:
         async with translate_errors():
             record = await self.pool.fetchrow(Q["get_cancellation"], cancellation_id)
-        return Cancellation.from_record(record) if record is not None else None
+        return Cancellation.from_row(record) if record is not None else None
 
     async def list_cancellations(
         self,
@@ -179,7 +140,7 @@ class Store:
             records = await self.pool.fetch(
                 Q["list_cancellations"], status, provider, resource_id, after_at, after_id, limit
             )
-        return [Cancellation.from_record(r) for r in records]
+        return [Cancellation.from_row(r) for r in records]
 
     async def events(self, cancellation_id: uuid.UUID) -> list[Event] | None:
         """The history, oldest first; None if there is no such cancellation."""
@@ -187,7 +148,18 @@ class Store:
             records = await self.pool.fetch(Q["list_events"], cancellation_id)
         if not records:
             return None
-        return [Event(*r) for r in records if r["id"] is not None]
+        return [
+            Event(
+                id=r["id"],
+                at=r["at"],
+                from_status=Status(r["from_status"]) if r["from_status"] else None,
+                to_status=Status(r["to_status"]),
+                cause=r["cause"],
+                evidence=r["evidence"],
+            )
+            for r in records
+            if r["id"] is not None
+        ]
 
     async def stats(self, now: datetime) -> dict[str, Any]:
         async with translate_errors():
@@ -201,9 +173,15 @@ class Store:
             "last_confirmed_at": record["last_confirmed_at"],
         }
 
-    async def ping(self) -> None:
+    async def schema_version(self) -> int | None:
+        async with translate_errors(), self.pool.acquire(timeout=2) as conn:
+            return await migrations.current_version(conn)
+
+    async def unserved_accounts(self, served: list[str]) -> dict[str, int]:
+        """Queued rows by account, for the accounts not in `served`."""
         async with translate_errors():
-            await self.pool.fetchval(Q["ping"])
+            records = await self.pool.fetch(Q["unserved_accounts"], served)
+        return {r["account"]: r["queued"] for r in records}
 
     # --- the dispatcher's side ----------------------------------------------------------
 
@@ -213,16 +191,25 @@ class Store:
         limit: int,
         owner: str,
         lease_s: float,
-        *,
-        exclude: list[str],
-        only: list[str] | None = None,
+        accounts: dict[str, float | None],
     ) -> list[Cancellation]:
-        """Lease up to `limit` due rows; accounts are named "provider:account"."""
+        """Lease up to `limit` due rows of `accounts` ("provider:account" -> calls per minute,
+        None for no limit), each within its shared budget and none while it is paused."""
         async with translate_errors():
             records = await self.pool.fetch(
-                Q["claim_due"], now, limit, owner, exclude, lease_s, only
+                Q["claim_due"], now, limit, owner, lease_s, list(accounts), list(accounts.values())
             )
-        return [Cancellation.from_record(r) for r in records]
+        return [Cancellation.from_row(r) for r in records]
+
+    async def take_call(self, account: str, per_min: float, now: datetime) -> float:
+        """Take one call from the account's budget: 0.0, or the seconds until one is free."""
+        async with translate_errors():
+            wait: float = await self.pool.fetchval(Q["take_call"], account, per_min, now)
+        return wait
+
+    async def pause_account(self, account: str, until: datetime, now: datetime) -> None:
+        async with translate_errors():
+            await self.pool.execute(Q["pause_account"], account, until, now)
 
     async def apply(
         self,
@@ -243,15 +230,18 @@ class Store:
                 decision_json(decision, now),
                 submitted,
             )
-        return Cancellation.from_record(record) if record is not None else None
+        return Cancellation.from_row(record) if record is not None else None
 
     # --- webhooks -----------------------------------------------------------------------
 
-    async def record_webhook(self, event: WebhookEvent, now: datetime) -> WebhookOutcome:
-        """Store a verified event once and settle the open cancellation it reports, if any.
+    async def record_webhook(
+        self, event: WebhookEvent, now: datetime, *, skew_s: float, settle: bool
+    ) -> WebhookOutcome:
+        """Store a verified event once and act on the open cancellation it reports, if any.
 
-        The decision is made now, from the event alone, and stored with it: an enqueue that
-        finds the event later carries it out without asking the service again.
+        The event settles that cancellation only if `settle` and it is no older than the
+        cancellation's first cancel call minus `skew_s`; otherwise it makes the next attempt
+        a status check (0005_outcomes_that_hold.sql, record_webhook_event).
         """
         effect = decision = None
         if event.effect is not None:
@@ -273,8 +263,22 @@ class Store:
                 decision,
                 _without_nul(event.payload),
                 now,
+                timedelta(seconds=skew_s),
+                settle,
             )
         return WebhookOutcome(outcome)
+
+    # --- retention ----------------------------------------------------------------------
+
+    async def delete_expired(self, before: datetime, limit: int) -> tuple[int, int]:
+        """Delete up to `limit` terminal cancellations that ended before `before` and up to
+        `limit` unused inbox events received before it; returns both counts."""
+        async with translate_errors():
+            cancellations: int = await self.pool.fetchval(
+                Q["delete_expired_cancellations"], before, limit
+            )
+            events: int = await self.pool.fetchval(Q["delete_unused_inbox_events"], before, limit)
+        return cancellations, events
 
     # --- the sweeper's side -------------------------------------------------------------
 

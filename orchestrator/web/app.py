@@ -22,6 +22,7 @@ from orchestrator.config import Settings
 from orchestrator.domain.lifecycle import Policy
 from orchestrator.metrics import Metrics
 from orchestrator.providers import registry
+from orchestrator.service import Service, WebhookPolicy
 from orchestrator.store import db
 from orchestrator.store.repository import Store
 from orchestrator.web import cancellations, keys, ops, webhooks
@@ -31,14 +32,15 @@ from orchestrator.web.request_id import request_id_middleware
 from orchestrator.workers.dispatcher import DispatchConfig, Dispatcher
 from orchestrator.workers.loop import run_every, supervise
 from orchestrator.workers.sweeper import Sweeper
-from orchestrator.workers.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
 
 def policy_from(settings: Settings) -> Policy:
     return Policy(
+        retry_for_s=settings.retry_for_s,
         max_attempts=settings.max_attempts,
+        max_provider_wait_s=settings.max_provider_wait_s,
         confirm_timeout_s=settings.confirm_timeout_s,
         backoff_base_s=settings.backoff_base_s,
         backoff_max_s=settings.backoff_max_s,
@@ -95,7 +97,6 @@ def create_app(
             app[keys.HTTP],
             app[keys.PROVIDERS],
             app[keys.ACCOUNTS],
-            Throttle(app[keys.ACCOUNTS].all(), app[keys.CLOCK]),
             policy_from(settings),
             DispatchConfig(
                 batch=settings.dispatch_batch,
@@ -106,9 +107,30 @@ def create_app(
             app[keys.CLOCK],
             metrics=metrics,
         )
-        sweeper = Sweeper(store, app[keys.CLOCK], on_work=dispatcher.wake, metrics=metrics)
+        sweeper = Sweeper(
+            store,
+            app[keys.CLOCK],
+            retention_s=settings.retention_s,
+            on_work=dispatcher.wake,
+            metrics=metrics,
+        )
         app[keys.DISPATCHER] = dispatcher
         app[keys.SWEEPER] = sweeper
+        app[keys.SERVICE] = Service(
+            store,
+            app[keys.PROVIDERS],
+            app[keys.ACCOUNTS],
+            app[keys.CLOCK],
+            metrics,
+            webhooks=WebhookPolicy(
+                replay_window_s=settings.webhook_replay_window_s,
+                clock_skew_s=settings.webhook_clock_skew_s,
+                confirm_by_status=frozenset(
+                    {"dropbox_sign"} if settings.dropbox_sign_confirm_by == "status" else ()
+                ),
+            ),
+            on_new_work=dispatcher.wake,
+        )
         if not run_workers:
             yield
             return

@@ -10,6 +10,7 @@ from orchestrator.config import Settings
 from orchestrator.metrics import Metrics
 from orchestrator.providers.base import Provider
 from orchestrator.providers.registry import Accounts
+from orchestrator.service import Service
 from orchestrator.store.repository import Store
 from orchestrator.workers.dispatcher import Dispatcher
 from orchestrator.workers.sweeper import Sweeper
@@ -23,3 +24,4 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 SWEEPER = web.AppKey("sweeper", Sweeper)
 METRICS = web.AppKey("metrics", Metrics)
+SERVICE = web.AppKey("service", Service)

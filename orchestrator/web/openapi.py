@@ -1,102 +1,146 @@
-"""The OpenAPI 3.1 description served at /openapi.json; request schemas come from the models."""
+"""The OpenAPI 3.1 description served at /openapi.json.
+
+Every request and response schema, query parameter and enum comes from the pydantic models
+that validate and serialise (service.inputs, web.schemas); this module only says which
+operation uses which, so the description cannot drift from what the service accepts.
+"""
 
 from __future__ import annotations
 
 import functools
 from typing import Any
 
-from orchestrator.domain.model import Status
-from orchestrator.web.schemas import MAX_PAGE, CancellationIn
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from orchestrator.service.inputs import ActionRequest, EnqueueRequest, ListQuery
+from orchestrator.web import schemas
 
 _REF = "#/components/schemas/{model}"
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem; `errors` lists each field at fault in a 422."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, str]] | None = None
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
 
 
 def _problem(description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/problem+json": {"schema": {"$ref": _REF.format(model="Problem")}}},
+        "content": {"application/problem+json": {"schema": _ref("Problem")}},
     }
 
 
-def _json(schema_name: str, description: str) -> dict[str, Any]:
+def _json(name: str, description: str, **extra: Any) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": _REF.format(model=schema_name)}}},
+        "content": {"application/json": {"schema": _ref(name)}},
+        **extra,
     }
 
 
-_TIME = {"type": ["string", "null"], "format": "date-time"}
+def _query_parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """One query parameter per field of a model's schema, with the field's own schema."""
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, field_schema in schema["properties"].items():
+        field_schema = dict(field_schema)
+        field_schema.pop("title", None)
+        description = field_schema.pop("description", None)
+        if "anyOf" in field_schema:  # Optional[X]: a query parameter is absent, never null
+            options = [s for s in field_schema.pop("anyOf") if s.get("type") != "null"]
+            field_schema = (
+                {**options[0], **field_schema} if len(options) == 1 else {"anyOf": options}
+            )
+        field_schema.pop("default", None) if field_schema.get("default") is None else None
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": field_schema,
+        }
+        if description:
+            parameter["description"] = description
+        parameters.append(parameter)
+    return parameters
 
-_CANCELLATION = {
-    "type": "object",
-    "required": ["id", "provider", "account", "resource_id", "status", "attempts"],
-    "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "provider": {"type": "string"},
-        "account": {"type": "string"},
-        "resource_id": {"type": "string"},
-        "status": {"type": "string", "enum": [s.value for s in Status]},
-        "outcome": {"type": ["string", "null"]},
-        "confirmed_via": {
-            "type": ["string", "null"],
-            "enum": ["webhook", "provider_response", "reconciliation", None],
-        },
-        "attempts": {"type": "integer"},
-        "reason": {"type": ["string", "null"]},
-        "metadata": {"type": "object"},
-        "params": {"type": "object"},
-        "provider_state": {"type": ["object", "null"]},
-        "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
-        "submitted_at": _TIME,
-        "confirm_by": _TIME,
-        "confirmed_at": _TIME,
-        "next_attempt_at": _TIME,
-        "last_error": {
-            "type": ["object", "null"],
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "at": {"type": "string", "format": "date-time"},
-                "details": {"type": "object"},
-            },
-        },
-    },
+
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
 }
-
-_PROBLEM = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-            },
-        },
-    },
-}
-
-
+_AUTH = {"401": _problem("Missing or wrong bearer token (when ORCH_API_TOKENS is set)")}
+_FORBIDDEN = {"403": _problem("The token lacks the scope this operation needs")}
+_UNAVAILABLE = {"503": _problem("The database is unreachable; retry later")}
 # A bearer token when ORCH_API_TOKENS is set; none otherwise.
 _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {}]
 
+_LINKS = {
+    "GetCancellation": {
+        "operationId": "getCancellation",
+        "parameters": {"id": "$response.body#/id"},
+        "description": "Follow the cancellation this answer describes",
+    },
+    "GetCancellationEvents": {
+        "operationId": "getCancellationEvents",
+        "parameters": {"id": "$response.body#/id"},
+        "description": "Its history of transitions",
+    },
+}
 
-def _id_parameter() -> dict[str, Any]:
-    return {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+def _action(summary: str, operation_id: str, done: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "security": _SECURITY,
+            "parameters": [_ID],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("ActionRequest")}},
+            },
+            "responses": {
+                "200": _json("Cancellation", done),
+                "400": _problem("The body is not JSON"),
+                "404": _problem("No such cancellation"),
+                "409": _problem("The cancellation's state does not allow this; `detail` says why"),
+                "415": _problem("The body is not application/json"),
+                "422": _problem("A field is invalid; `errors` lists them"),
+                **_AUTH,
+                **_FORBIDDEN,
+                **_UNAVAILABLE,
+            },
+        }
+    }
 
 
 @functools.cache
 def build() -> dict[str, Any]:
-    request_schema = CancellationIn.model_json_schema(ref_template=_REF)
-    definitions = request_schema.pop("$defs", {})
-    auth_errors = {"401": _problem("Missing or wrong bearer token (when ORCH_API_TOKENS is set)")}
-    unavailable = {"503": _problem("The database is unreachable; retry later")}
+    models: list[tuple[type[BaseModel], Any]] = [
+        (EnqueueRequest, "validation"),
+        (ActionRequest, "validation"),
+        (schemas.CancellationOut, "serialization"),
+        (schemas.CancellationPage, "serialization"),
+        (schemas.History, "serialization"),
+        (Problem, "serialization"),
+        (ListQuery, "validation"),
+    ]
+    _, definitions = models_json_schema(models, ref_template=_REF)
+    components = definitions["$defs"]
+    list_query = components.pop("ListQuery")
+    components["CancellationIn"] = components.pop("EnqueueRequest")
     return {
         "openapi": "3.1.0",
         "info": {
@@ -105,129 +149,118 @@ def build() -> dict[str, Any]:
             "description": "Durable cancellation of e-signature requests.",
         },
         "components": {
-            "schemas": {
-                "CancellationIn": request_schema,
-                "Cancellation": _CANCELLATION,
-                "Problem": _PROBLEM,
-                **definitions,
-            },
+            "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": {
             "/v1/cancellations": {
                 "post": {
+                    "operationId": "enqueueCancellation",
                     "summary": "Enqueue a cancellation (idempotent)",
                     "security": _SECURITY,
                     "parameters": [
                         {
                             "name": "Idempotency-Key",
                             "in": "header",
-                            "schema": {"type": "string", "maxLength": 255},
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 255,
+                                "pattern": "^[!-~]+$",
+                            },
                         }
                     ],
                     "requestBody": {
                         "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": _REF.format(model="CancellationIn")}
-                            }
-                        },
+                        "content": {"application/json": {"schema": _ref("CancellationIn")}},
                     },
                     "responses": {
-                        "202": _json("Cancellation", "Accepted: recorded and queued"),
-                        "200": _json("Cancellation", "The existing cancellation for this key"),
+                        "202": _json("Cancellation", "Accepted: recorded and queued", links=_LINKS),
+                        "200": _json(
+                            "Cancellation",
+                            "The existing cancellation for this request or key",
+                            links=_LINKS,
+                        ),
                         "400": _problem("The body is not JSON"),
                         "409": _problem("The Idempotency-Key was used with another body"),
                         "413": _problem("The body is too large"),
                         "415": _problem("The body is not application/json"),
                         "422": _problem("A field is invalid; `errors` lists them"),
-                        **auth_errors,
-                        **unavailable,
+                        **_AUTH,
+                        **_FORBIDDEN,
+                        **_UNAVAILABLE,
                     },
                 },
                 "get": {
+                    "operationId": "listCancellations",
                     "summary": "List cancellations, newest first (keyset pagination)",
                     "security": _SECURITY,
-                    "parameters": [
-                        {
-                            "name": "status",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": [s.value for s in Status]},
-                        },
-                        {"name": "provider", "in": "query", "schema": {"type": "string"}},
-                        {"name": "resource_id", "in": "query", "schema": {"type": "string"}},
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
-                        },
-                        {"name": "after", "in": "query", "schema": {"type": "string"}},
-                    ],
+                    "parameters": _query_parameters(list_query),
                     "responses": {
-                        "200": {
-                            "description": "A page",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {
-                                            "items": {
-                                                "type": "array",
-                                                "items": {
-                                                    "$ref": _REF.format(model="Cancellation")
-                                                },
-                                            },
-                                            "next": {"type": ["string", "null"]},
-                                        },
-                                    }
-                                }
-                            },
-                        },
+                        "200": _json("CancellationPage", "A page"),
                         "422": _problem("A query parameter is invalid"),
-                        **auth_errors,
-                        **unavailable,
+                        **_AUTH,
+                        **_FORBIDDEN,
+                        **_UNAVAILABLE,
                     },
                 },
             },
             "/v1/cancellations/{id}": {
                 "get": {
+                    "operationId": "getCancellation",
                     "summary": "One cancellation",
                     "security": _SECURITY,
-                    "parameters": [_id_parameter()],
+                    "parameters": [_ID],
                     "responses": {
                         "200": _json("Cancellation", "The cancellation"),
                         "404": _problem("No such cancellation"),
-                        **auth_errors,
-                        **unavailable,
+                        **_AUTH,
+                        **_FORBIDDEN,
+                        **_UNAVAILABLE,
                     },
                 }
             },
             "/v1/cancellations/{id}/events": {
                 "get": {
+                    "operationId": "getCancellationEvents",
                     "summary": "Every transition of one cancellation, with cause and evidence",
                     "security": _SECURITY,
-                    "parameters": [_id_parameter()],
+                    "parameters": [_ID],
                     "responses": {
-                        "200": {"description": "The history", "content": {"application/json": {}}},
+                        "200": _json("History", "The history, oldest first"),
                         "404": _problem("No such cancellation"),
-                        **auth_errors,
-                        **unavailable,
+                        **_AUTH,
+                        **_FORBIDDEN,
+                        **_UNAVAILABLE,
                     },
                 }
             },
+            "/v1/cancellations/{id}/retry": _action(
+                "Retry now, checking the provider's status first (admin)",
+                "retryCancellation",
+                "Queued for an attempt now",
+            ),
+            "/v1/cancellations/{id}/abandon": _action(
+                "Give up: the cancellation ends failed, code `abandoned` (admin)",
+                "abandonCancellation",
+                "Abandoned",
+            ),
             "/v1/stats": {
                 "get": {
+                    "operationId": "getStats",
                     "summary": "Counts per status, overdue, last confirmation",
                     "security": _SECURITY,
                     "responses": {
                         "200": {"description": "Stats", "content": {"application/json": {}}},
-                        **auth_errors,
-                        **unavailable,
+                        **_AUTH,
+                        **_FORBIDDEN,
+                        **_UNAVAILABLE,
                     },
                 }
             },
             "/webhooks/{provider}": {
                 "post": {
+                    "operationId": "receiveWebhook",
                     "summary": "Provider callbacks (dropbox_sign, hellosign, truto)",
                     "parameters": [
                         {
@@ -244,7 +277,7 @@ def build() -> dict[str, Any]:
                         "404": _problem("No such webhook endpoint"),
                         "413": _problem("Too large"),
                         "415": _problem("Unsupported content type"),
-                        **unavailable,
+                        **_UNAVAILABLE,
                     },
                 }
             },
@@ -253,7 +286,7 @@ def build() -> dict[str, Any]:
             },
             "/readyz": {
                 "get": {
-                    "summary": "Database reachable and migrations current",
+                    "summary": "Database reachable and its schema the code's",
                     "responses": {
                         "200": {"description": "ready"},
                         "503": {"description": "not ready"},

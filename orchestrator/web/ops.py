@@ -1,12 +1,9 @@
-"""Health, readiness and the stats callers poll."""
+"""Health, readiness, metrics, the API description and the stats callers poll."""
 
 from __future__ import annotations
 
-import asyncpg
 from aiohttp import web
 
-from orchestrator.store import migrations
-from orchestrator.store.db import CONNECTION_ERRORS
 from orchestrator.web import keys, openapi
 from orchestrator.web.json import json_response
 
@@ -20,22 +17,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    store = request.app[keys.STORE]
-    try:
-        async with store.pool.acquire(timeout=2) as conn:
-            current = await migrations.current_version(conn)
-    except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
-        return json_response(
-            {"status": "unavailable", "database": f"unreachable: {type(exc).__name__}"},
-            status=503,
-        )
-    latest = migrations.latest_version()
-    if current != latest:
-        return json_response(
-            {"status": "unavailable", "database": "ok", "schema": current, "expected": latest},
-            status=503,
-        )
-    return json_response({"status": "ready", "database": "ok", "schema": current})
+    readiness = await request.app[keys.SERVICE].readiness()
+    status = "ready" if readiness.ready else "unavailable"
+    return json_response(
+        {"status": status, **readiness.details}, status=200 if readiness.ready else 503
+    )
 
 
 @routes.get("/openapi.json")
@@ -51,7 +37,4 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/v1/stats")
 async def stats(request: web.Request) -> web.Response:
-    data = await request.app[keys.STORE].stats(request.app[keys.CLOCK].now())
-    when = data["last_confirmed_at"]
-    data["last_confirmed_at"] = when.isoformat() if when else None
-    return json_response(data)
+    return json_response(await request.app[keys.SERVICE].stats())

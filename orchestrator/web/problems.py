@@ -1,4 +1,7 @@
-"""Every error answer is application/problem+json (RFC 9457), built here and only here."""
+"""Every error answer is application/problem+json (RFC 9457), built here and only here.
+
+The domain raises errors.*; this table says what each is in HTTP.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,28 @@ from orchestrator import errors
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/problem+json"
+
+#: error type -> (HTTP status, title, type slug)
+_PROBLEMS: dict[type[errors.OrchestratorError], tuple[int, str, str]] = {
+    errors.NotFound: (404, "Not found", "not-found"),
+    errors.Conflict: (409, "Conflict", "conflict"),
+    errors.InvalidRequest: (422, "Invalid request", "invalid-request"),
+    errors.MalformedRequest: (400, "Bad request", "bad-request"),
+    errors.UnsupportedMediaType: (415, "Unsupported media type", "unsupported-media-type"),
+    errors.Unauthorized: (401, "Unauthorized", "unauthorized"),
+    errors.Forbidden: (403, "Forbidden", "forbidden"),
+    errors.DatabaseUnavailable: (503, "Database unavailable", "database-unavailable"),
+    errors.ProviderNotConfigured: (422, "Provider not configured", "provider-not-configured"),
+}
+
+_WEBHOOK_STATUS: dict[errors.RejectReason, tuple[int, str]] = {
+    errors.RejectReason.NO_ENDPOINT: (404, "No such webhook endpoint"),
+    errors.RejectReason.MEDIA_TYPE: (415, "Unsupported webhook content type"),
+    errors.RejectReason.MALFORMED: (400, "Malformed webhook"),
+    errors.RejectReason.TOO_LARGE: (413, "Webhook too large"),
+    errors.RejectReason.SIGNATURE: (401, "Webhook signature invalid"),
+    errors.RejectReason.STALE: (401, "Webhook outside the replay window"),
+}
 
 
 def problem(
@@ -33,16 +58,30 @@ def problem(
     )
 
 
+def from_error(exc: errors.OrchestratorError) -> web.Response:
+    if isinstance(exc, errors.WebhookRejected):
+        status, title = _WEBHOOK_STATUS[exc.reason]
+        return problem(status, title, exc.detail, "webhook-rejected", reason=exc.reason.value)
+    for kind in type(exc).__mro__:
+        if kind in _PROBLEMS:
+            status, title, slug = _PROBLEMS[kind]
+            break
+    else:
+        status, title, slug = 500, "Internal error", "internal"
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
+    return problem(status, title, exc.detail, slug, headers, **exc.extra)
+
+
 @web.middleware
 async def problems_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         response: web.StreamResponse = await handler(request)
         return response
     except errors.OrchestratorError as exc:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
-        if exc.status >= 500:
+        answer = from_error(exc)
+        if answer.status >= 500:
             log.warning("%s %s: %s", request.method, request.path, exc.detail)
-        return problem(exc.status, exc.title, exc.detail, exc.type_slug, headers, **exc.extra)
+        return answer
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import aiohttp
@@ -29,13 +30,12 @@ from tenacity import (
 from orchestrator import errors, logs
 from orchestrator.clock import Clock
 from orchestrator.domain import lifecycle
-from orchestrator.domain.model import Queued, RetryLater, Settled
+from orchestrator.domain.model import Cancellation, Queued, Refused, RetryLater, Settled
 from orchestrator.metrics import Metrics
 from orchestrator.providers import base
 from orchestrator.providers.registry import Accounts
-from orchestrator.store.repository import Cancellation, Store
+from orchestrator.store.repository import Store
 from orchestrator.workers.loop import sleep_or_stop
-from orchestrator.workers.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,6 @@ class Dispatcher:
         http: aiohttp.ClientSession,
         providers: dict[str, base.Provider],
         accounts: Accounts,
-        throttle: Throttle,
         policy: lifecycle.Policy,
         config: DispatchConfig,
         clock: Clock,
@@ -86,7 +85,6 @@ class Dispatcher:
         self.http = http
         self.providers = providers
         self.accounts = accounts
-        self.throttle = throttle
         self.policy = policy
         self.config = config
         self.clock = clock
@@ -99,21 +97,20 @@ class Dispatcher:
         """New work exists (an enqueue, a sweep): claim now instead of at the next poll."""
         self._wake.set()
 
+    def served(self) -> dict[str, float | None]:
+        """The accounts this instance can send through, with their limits per minute. Rows
+        of any other account are left to an instance that has it: they cost no attempt."""
+        return {
+            account.key: account.rate_limit_per_min
+            for account in self.accounts.all()
+            if self.providers[account.provider].check_account(account) is None
+        }
+
     async def claim(self, limit: int) -> list[Cancellation]:
-        """Lease up to `limit` due rows, each rate-limited account no more than it may send."""
-        now, lease = self.clock.now(), self.config.lease_s
-        claimed: list[Cancellation] = []
-        for key, room in self.throttle.headroom(limit).items():
-            if len(claimed) < limit:
-                claimed += await self.store.claim_due(
-                    now, min(room, limit - len(claimed)), self.owner, lease, exclude=[], only=[key]
-                )
-        if len(claimed) < limit:
-            exclude = self.throttle.limited() + self.throttle.paused()
-            claimed += await self.store.claim_due(
-                now, limit - len(claimed), self.owner, lease, exclude=exclude
-            )
-        return claimed
+        """Lease up to `limit` due rows, each account within its shared budget."""
+        return await self.store.claim_due(
+            self.clock.now(), limit, self.owner, self.config.lease_s, self.served()
+        )
 
     async def run_once(self) -> int:
         """Claim one batch and see every row of it through; returns how many were claimed."""
@@ -217,64 +214,107 @@ class Dispatcher:
         return applied
 
     async def _decide(self, row: Cancellation) -> tuple[lifecycle.Decision, bool]:
+        """One attempt: a status check first if the row needs one, then the cancel, then a
+        status check if the provider refused it. The claim paid for the first call; any
+        further call takes its own from the account's budget, or the row goes back."""
         provider = self.providers[row.provider]
         account = self.accounts.get(row.provider, row.account)
-        problem = (
-            f"account {row.account!r} of {row.provider} is not configured"
-            if account is None
-            else provider.check_account(account)
-        )
-        if account is None or problem:
-            not_ready = RetryLater("not_configured", problem or "not configured")
-            return lifecycle.retry(
-                not_ready, row.attempts, self.clock.now(), self.policy, self.rng
-            ), False
+        assert account is not None, "claims take only rows of served accounts"
         target = base.Target(row.resource_id, row.reason, row.params)
+        attempt = lifecycle.Attempt(row.attempts, row.created_at)
+        calls = Calls(self, account)
 
         if row.needs_check:
-            checked = await self._call(
-                account, "status", lambda: provider.status(self.http, account, target)
+            checked = await calls.make(
+                "status", lambda: provider.status(self.http, account, target)
             )
+            if isinstance(checked, Throttled):
+                return checked.decision, False
             decision = lifecycle.after_status_check(
-                checked, row.attempts, self.clock.now(), self.policy, self.rng
+                checked, attempt, self.clock.now(), self.policy, self.rng
             )
             if decision is not None:
                 return decision, False
 
-        result = await self._call(
-            account, "cancel", lambda: provider.cancel(self.http, account, target)
-        )
-        decision = lifecycle.after_cancel(
-            result, row.attempts, self.clock.now(), self.policy, self.rng
-        )
+        result = await calls.make("cancel", lambda: provider.cancel(self.http, account, target))
+        if isinstance(result, Throttled):
+            return result.decision, False
+        if isinstance(result, Refused):
+            checked = await calls.make(
+                "status", lambda: provider.status(self.http, account, target)
+            )
+            if isinstance(checked, Throttled):
+                return checked.decision, False
+            return (
+                lifecycle.after_refusal(
+                    result, checked, attempt, self.clock.now(), self.policy, self.rng
+                ),
+                True,
+            )
+        decision = lifecycle.after_cancel(result, attempt, self.clock.now(), self.policy, self.rng)
         return decision, isinstance(result, Queued | Settled)
 
-    async def _call(
-        self, account: base.Account, operation: str, call: Callable[[], Awaitable[T]]
-    ) -> T:
-        """A few quick tries in-process for blips; longer waits become durable reschedules.
 
-        A plain loop, not a tenacity retrier: building one per call was 3.7% of the service's
-        CPU end to end (docs/benchmarks.md), and almost every call needs one try.
-        """
+@dataclass(frozen=True)
+class Throttled:
+    """The account's budget has no call left for this row now: it goes back unsent."""
+
+    decision: lifecycle.Decision
+
+
+class Calls:
+    """The provider calls of one attempt: each within the account's shared budget (the
+    first was paid by the claim), with a few quick tries for blips, timed in the metrics.
+
+    A plain loop, not a tenacity retrier: building one per call was 3.7% of the service's
+    CPU end to end (docs/benchmarks.md), and almost every call needs one try.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, account: base.Account) -> None:
+        self.d = dispatcher
+        self.account = account
+        self.paid = 1
+
+    async def make(self, operation: str, call: Callable[[], Awaitable[T]]) -> T | Throttled:
+        d = self.d
         started = time.perf_counter()
-        deadline = started + self.config.lease_s / 4
+        deadline = started + d.config.lease_s / 4
         for tried in range(1, QUICK_TRIES + 1):
-            await self.throttle.acquire(account.key)
+            if throttled := await self._pay():
+                return throttled
             result = await call()
-            # Pause the account at once, so its other rows wait too, not only this one.
-            self._pause_if_asked(account, result)
+            await self._pause_if_asked(result)
             if not _quick_retry(result) or tried == QUICK_TRIES:
                 break
-            wait = self.rng.uniform(0, min(QUICK_WAIT_MAX_S, QUICK_WAIT_S * 2**tried))
+            wait = d.rng.uniform(0, min(QUICK_WAIT_MAX_S, QUICK_WAIT_S * 2**tried))
             if time.perf_counter() + wait >= deadline:
                 break
             await asyncio.sleep(wait)
-        self.metrics.provider_calls.labels(
-            account.provider, operation, type(result).__name__
+        d.metrics.provider_calls.labels(
+            self.account.provider, operation, type(result).__name__
         ).observe(time.perf_counter() - started)
         return result
 
-    def _pause_if_asked(self, account: base.Account, result: object) -> None:
+    async def _pay(self) -> Throttled | None:
+        if self.paid:
+            self.paid -= 1
+            return None
+        if self.account.rate_limit_per_min is None:
+            return None
+        now = self.d.clock.now()
+        wait = await self.d.store.take_call(self.account.key, self.account.rate_limit_per_min, now)
+        if wait <= 0:
+            return None
+        wait = lifecycle.bounded_wait(wait, self.d.policy)
+        return Throttled(
+            lifecycle.throttled(
+                now + timedelta(seconds=wait), {"account": self.account.key, "wait_s": wait}
+            )
+        )
+
+    async def _pause_if_asked(self, result: object) -> None:
+        """A provider's wait holds for every caller of the account, on every instance."""
         if isinstance(result, RetryLater) and result.delay_s:
-            self.throttle.pause(account.key, result.delay_s)
+            now = self.d.clock.now()
+            wait = lifecycle.bounded_wait(result.delay_s, self.d.policy)
+            await self.d.store.pause_account(self.account.key, now + timedelta(seconds=wait), now)

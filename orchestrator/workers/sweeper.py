@@ -1,8 +1,9 @@
 """Finds cancellations nobody confirmed in time and hands them back to the dispatcher.
 
-One round is pure SQL: expired leases go back to the queue, and overdue
+One round is pure SQL: expired leases go back to the queue, overdue
 `awaiting_confirmation` rows go back flagged `needs_check`, so the dispatcher asks the
-provider for the request's status before it sends the cancel again. Each UPDATE takes its
+provider for the request's status before it sends the cancel again, and retention deletes
+what ended longer ago than ORCH_RETENTION_S. Each UPDATE takes its
 rows with SKIP LOCKED, so with several instances every overdue row is taken by one of them.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from orchestrator.clock import Clock
 from orchestrator.metrics import Metrics
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 class SweepReport:
     leases_expired: int
     overdue: int
+    deleted: int = 0
+    inbox_deleted: int = 0
 
 
 class Sweeper:
@@ -32,9 +36,13 @@ class Sweeper:
         clock: Clock,
         *,
         batch: int = 1000,
+        retention_s: float = 0.0,
+        retention_batch: int = 500,
         on_work: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
     ) -> None:
+        self.retention_s = retention_s
+        self.retention_batch = retention_batch
         self.metrics = metrics or Metrics()
         self.store = store
         self.clock = clock
@@ -55,6 +63,7 @@ class Sweeper:
             overdue += found
             if found < self.batch:
                 break
+        deleted, inbox_deleted = await self._retain(now, max_batches)
         await self.store.fold_counts()
         self.metrics.swept.labels("lease_expired").inc(leases)
         self.metrics.swept.labels("overdue").inc(overdue)
@@ -63,4 +72,28 @@ class Sweeper:
                 "sweep: %d expired leases and %d overdue cancellations requeued", leases, overdue
             )
             self.on_work()
-        return SweepReport(leases, overdue)
+        return SweepReport(leases, overdue, deleted, inbox_deleted)
+
+    async def _retain(self, now: datetime, max_batches: int) -> tuple[int, int]:
+        """Delete what ended more than retention_s ago, in small batches (short locks)."""
+        if not self.retention_s:
+            return 0, 0
+        before = now - timedelta(seconds=self.retention_s)
+        deleted = inbox_deleted = 0
+        for _ in range(max_batches):
+            rows, events = await self.store.delete_expired(before, self.retention_batch)
+            deleted += rows
+            inbox_deleted += events
+            if rows < self.retention_batch and events < self.retention_batch:
+                break
+        self.metrics.retention_deleted.labels("cancellations").inc(deleted)
+        self.metrics.retention_deleted.labels("inbox_events").inc(inbox_deleted)
+        if deleted or inbox_deleted:
+            log.info(
+                "retention: deleted %d cancellations and %d unused inbox events that ended "
+                "before %s",
+                deleted,
+                inbox_deleted,
+                before.isoformat(),
+            )
+        return deleted, inbox_deleted

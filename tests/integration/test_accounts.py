@@ -45,7 +45,7 @@ async def test_accounts_from_the_file_are_used_and_throttled_separately(harness:
     assert {a.name for a in accounts.for_provider("dropbox_sign")} == {"default", "emea", "us"}
     emea = accounts.get("dropbox_sign", "emea")
     assert emea is not None and emea.rate_limit_per_min == 50
-    assert "dropbox_sign:emea" in harness.app[keys.DISPATCHER].throttle.limited()
+    assert harness.app[keys.DISPATCHER].served()["dropbox_sign:emea"] == 50
 
 
 async def test_callback_is_verified_against_the_account_that_declares_its_id(

@@ -267,7 +267,11 @@ async def test_a_webhook_with_a_bad_hash_is_401_and_changes_nothing(
     )
     assert response.status == 200, await response.text()
     assert await db.fetchval("SELECT count(*) FROM webhook_inbox") == 1
-    assert (await harness.get(created["id"]))["status"] == "confirmed"
+    # Its cancel was never sent, so the event cannot settle it: it asks for a status check.
+    assert [e["cause"] for e in await harness.events(created["id"])] == [
+        "enqueued",
+        "webhook_needs_check",
+    ]
 
 
 async def test_a_verified_callback_with_a_nul_in_its_payload_is_stored(

@@ -23,7 +23,6 @@ def second_dispatcher(harness: Harness, owner: str) -> Dispatcher:
         first.http,
         first.providers,
         first.accounts,
-        first.throttle,
         first.policy,
         DispatchConfig(batch=50, lease_s=first.config.lease_s),
         harness.clock,

@@ -82,7 +82,7 @@ async def test_declined_request_is_confirmed_as_declined(harness: Harness) -> No
     assert (row["status"], row["outcome"], row["confirmed_via"]) == (
         "confirmed",
         "declined",
-        "provider_response",
+        "reconciliation",
     )
 
 
@@ -159,16 +159,39 @@ async def test_server_errors_are_retried_then_rescheduled_with_backoff(harness: 
     assert (row["status"], row["attempts"]) == ("confirmed", 2)
 
 
-async def test_attempts_are_bounded_and_end_as_exhausted(harness: Harness) -> None:
+@pytest.mark.parametrize("settings_overrides", [{"retry_for_s": 7200, "backoff_max_s": 900}])
+async def test_an_outage_only_delays_until_the_retry_window_ends(harness: Harness) -> None:
+    """Every call fails for the whole retry window (2 hours here, 72 by default): the
+    cancellation is retried all along, far more than the old cap of 8 attempts, and ends
+    `exhausted` only when ORCH_RETRY_FOR_S has passed."""
     harness.sim.configure({"dropbox_sign": {"error_5xx_rate": 1.0}})
     created = await harness.enqueue("sr-exhaust")
-    for _ in range(20):
+    enqueued_at = harness.clock.now()
+    while True:
+        await harness.dispatch()
+        row = await harness.get(created["id"])
+        if row["status"] != "queued":
+            break
+        assert harness.clock.now() - enqueued_at <= timedelta(hours=2)
+        due = datetime.fromisoformat(row["next_attempt_at"])
+        harness.advance((due - harness.clock.now()).total_seconds())
+    assert row["status"] == "failed"
+    assert row["last_error"]["code"] == "exhausted"
+    assert harness.clock.now() - enqueued_at >= timedelta(hours=2)
+    assert row["attempts"] > 8
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_attempts": 3}])
+async def test_an_optional_attempt_cap_ends_it_sooner(harness: Harness) -> None:
+    harness.sim.configure({"dropbox_sign": {"error_5xx_rate": 1.0}})
+    created = await harness.enqueue("sr-capped")
+    for _ in range(10):
         await harness.dispatch()
         row = await harness.get(created["id"])
         if row["status"] != "queued":
             break
         harness.advance(1000)
-    assert (row["status"], row["attempts"]) == ("failed", 8)
+    assert (row["status"], row["attempts"]) == ("failed", 3)
     assert row["last_error"]["code"] == "exhausted"
 
 
@@ -183,7 +206,12 @@ async def test_rate_limit_answer_is_honoured(harness: Harness) -> None:
     wait = datetime.fromisoformat(row["next_attempt_at"]) - harness.clock.now()
     assert wait >= timedelta(seconds=29)
     assert harness.sim_stats()["cancel_calls"] == 1  # no quick retry into a 429
-    assert "dropbox_sign:default" in harness.app[keys.DISPATCHER].throttle.paused()
+    # The wait holds for the whole account, on every instance: nothing more is claimed.
+    other = await harness.enqueue("sr-429-other")
+    assert await harness.dispatch() == 0
+    assert (await harness.get(other["id"]))["attempts"] == 0
+    harness.advance(40)  # past the wait and its jitter
+    assert await harness.dispatch() == 2
 
 
 async def test_callback_racing_the_cancel_answer_wins(harness: Harness) -> None:
@@ -214,12 +242,23 @@ async def test_all_signed_callback_fails_the_open_cancellation(harness: Harness)
     assert (row["status"], row["outcome"], row["confirmed_via"]) == ("failed", "completed", None)
 
 
-async def test_event_before_enqueue_settles_the_cancellation_at_once(harness: Harness) -> None:
+async def test_an_event_before_the_enqueue_never_settles_it_on_its_own(
+    harness: Harness,
+) -> None:
+    """A stored event is evidence, not proof: the first attempt asks the provider, which
+    here confirms the request is canceled, so no cancel is sent at all."""
     harness.sim.emit("dropbox_sign", "sr-early", "signature_request_canceled")
     await harness.provider_idle()
     created = await harness.enqueue("sr-early")
-    assert (created["status"], created["confirmed_via"]) == ("confirmed", "webhook")
-    assert await harness.dispatch() == 0
+    assert created["status"] == "queued"
+    (enqueued,) = await harness.events(created["id"])
+    assert [e["event_type"] for e in enqueued["evidence"]["stored_events"]] == [
+        "signature_request_canceled"
+    ]
+    await harness.dispatch()
+    row = await harness.get(created["id"])
+    assert (row["status"], row["confirmed_via"]) == ("confirmed", "reconciliation")
+    assert harness.sim_stats()["status_calls"] == 1
     assert harness.sim_stats()["cancel_calls"] == 0
 
 
@@ -270,15 +309,20 @@ async def test_location_header_points_at_the_cancellation(harness: Harness) -> N
     assert (await follow.json())["resource_id"] == "sr-loc"
 
 
-@pytest.mark.parametrize("settings_overrides", [{"dropbox_sign_rate_limit_per_min": 3}])
+@pytest.mark.parametrize("settings_overrides", [{"dropbox_sign_rate_limit_per_min": 30}])
 async def test_outgoing_calls_are_paced_per_account(harness: Harness) -> None:
-    for n in range(5):
+    """30 a minute: a burst of a tenth of that, then the rest spread over the minute."""
+    for n in range(40):
         await harness.enqueue(f"sr-paced-{n}")
     assert await harness.dispatch() == 3
     assert harness.sim_stats()["cancel_calls"] == 3
     assert await harness.dispatch() == 0  # the account's bucket is empty for now
+    harness.advance(60)
+    assert await harness.dispatch() == 3  # at most a burst at a time, refilled meanwhile
+    harness.advance(10)
+    assert await harness.dispatch() == 3  # 27 a minute refill: 4.5 in 10 s, capped at 3
     stats = await (await harness.client.get("/v1/stats")).json()
-    assert stats["queued"] == 2
+    assert stats["queued"] == 31
 
 
 async def test_metrics_count_what_happened(harness: Harness) -> None:

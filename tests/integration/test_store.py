@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -13,20 +14,28 @@ import orjson
 import pytest
 
 from orchestrator.domain import lifecycle
-from orchestrator.domain.model import ConfirmedVia, Outcome, Settled, WebhookEvent
+from orchestrator.domain.lifecycle import Cause, Policy
+from orchestrator.domain.model import (
+    Cancellation,
+    ConfirmedVia,
+    Outcome,
+    Queued,
+    Settled,
+    Status,
+    WebhookEvent,
+)
 from orchestrator.store import db as store_db
 from orchestrator.store import migrations
-from orchestrator.store.repository import Cancellation, NewCancellation, Store, WebhookOutcome
-from tests.conftest import _admin, with_database
+from orchestrator.store.repository import NewCancellation, Store, WebhookOutcome
+from tests.conftest import _admin, _illegal_transitions, with_database
 
 
-async def test_cancellation_fields_are_the_table_columns_in_order(db: asyncpg.Connection) -> None:
-    # Cancellation.from_record builds positionally from SELECT * and RETURNING *.
+async def test_cancellation_fields_are_the_table_columns(db: asyncpg.Connection) -> None:
+    """Cancellation.from_row maps by column name: every column has its field and back."""
     columns = await db.fetch(
-        "SELECT column_name FROM information_schema.columns"
-        " WHERE table_name = 'cancellations' ORDER BY ordinal_position"
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'cancellations'"
     )
-    assert [c["column_name"] for c in columns] == [f.name for f in dataclasses.fields(Cancellation)]
+    assert {c["column_name"] for c in columns} == {f.name for f in dataclasses.fields(Cancellation)}
 
 
 @pytest.fixture
@@ -68,57 +77,40 @@ def new(resource_id: str) -> NewCancellation:
     return NewCancellation("dropbox_sign", "default", resource_id, None, {}, {}, None, "h")
 
 
-async def test_events_stored_before_0003_still_settle_a_later_enqueue(
+async def test_events_stored_before_0005_make_a_later_enqueue_check_first(
     empty_dsn: str, tmp_path: Path
 ) -> None:
-    """0003 moved the decision into the inbox; rows stored by 0002 get theirs from `effect`."""
-    copy_migrations(tmp_path, upto=2)
+    """0005 stops stored events from settling a later enqueue on their own: events already
+    waiting in the inbox become evidence, and the first attempt checks the status."""
+    copy_migrations(tmp_path, upto=4)
     received = datetime(2026, 11, 1, tzinfo=UTC)
     conn = await asyncpg.connect(empty_dsn)
     try:
-        assert await migrations.migrate(conn, tmp_path) == [1, 2]
-        for resource_id, effect in [
-            ("sr-old-canceled", {"outcome": "canceled", "ok": True, "evidence": {"e": 1}}),
-            ("sr-old-signed", {"outcome": "completed", "ok": False, "evidence": {}}),
-        ]:
-            await conn.execute(
-                "INSERT INTO webhook_inbox (provider, account, dedupe_key, resource_id,"
-                " event_type, effect, payload, received_at)"
-                " VALUES ('dropbox_sign', 'default', $1, $1, 'x', $2::jsonb, '{}', $3)",
-                resource_id,
-                orjson.dumps(effect).decode(),
-                received,
-            )
+        assert await migrations.migrate(conn, tmp_path) == [1, 2, 3, 4]
+        await conn.execute(
+            "INSERT INTO webhook_inbox (provider, account, dedupe_key, resource_id,"
+            " event_type, effect, payload, received_at)"
+            " VALUES ('dropbox_sign', 'default', 'k', 'sr-old', 'signature_request_canceled',"
+            " $1::jsonb, '{}', $2)",
+            orjson.dumps({"outcome": "canceled", "ok": True, "evidence": {}}).decode(),
+            received,
+        )
         assert await migrations.migrate(conn) == [
-            m.version for m in migrations.discover() if m.version > 2
+            m.version for m in migrations.discover() if m.version > 4
         ]
     finally:
         await conn.close()
 
     async with open_store(empty_dsn) as store:
-        now = datetime.now(UTC)
-        canceled, created = await store.enqueue(new("sr-old-canceled"), now)
+        row, created = await store.enqueue(new("sr-old"), datetime.now(UTC))
         assert created
-        assert (canceled.status, canceled.outcome, canceled.confirmed_via) == (
-            "confirmed",
-            "canceled",
-            "webhook",
-        )
-        signed, _ = await store.enqueue(new("sr-old-signed"), now)
-        assert (signed.status, signed.outcome, signed.confirmed_via) == (
-            "failed",
-            "completed",
-            None,
-        )
-        assert signed.last_error is not None
-        assert signed.last_error["code"] == "completed"
-        assert signed.last_error["message"] == "the request is completed"
-        history = await store.events(canceled.id)
+        assert (row.status, row.needs_check) == (Status.QUEUED, True)
+        history = await store.events(row.id)
         assert history is not None
-        (event,) = [e for e in history if e.to_status == "confirmed"]
-        assert event.cause == "webhook"
-        assert event.evidence["e"] == 1
-        assert isinstance(event.evidence["inbox_event_id"], int)
+        (enqueued,) = history
+        assert [e["event_type"] for e in enqueued.evidence["stored_events"]] == [
+            "signature_request_canceled"
+        ]
 
 
 @pytest.fixture
@@ -127,22 +119,35 @@ async def store(dsn: str) -> AsyncIterator[Store]:
         yield store
 
 
-def canceled(resource_id: str, key: str) -> WebhookEvent:
+def canceled(resource_id: str, key: str, at: datetime) -> WebhookEvent:
     effect = Settled(Outcome.CANCELED, True, {"seen": key}, provider_state={"state": key})
     return WebhookEvent(
-        "dropbox_sign", "default", resource_id, "signature_request_canceled", None, key, {}, effect
+        "dropbox_sign",
+        "default",
+        resource_id,
+        "signature_request_canceled",
+        at.timestamp(),
+        key,
+        {},
+        effect,
     )
 
 
-async def test_a_settling_event_is_stored_once_and_linked_to_what_it_settled(
+async def record(store: Store, event: WebhookEvent, now: datetime) -> WebhookOutcome:
+    return await store.record_webhook(event, now, skew_s=300, settle=True)
+
+
+async def test_a_settling_event_is_stored_once_and_linked_to_what_it_used(
     store: Store, db: asyncpg.Connection
 ) -> None:
     now = datetime.now(UTC)
     open_one, _ = await store.enqueue(new("sr-open"), now)
-    assert await store.record_webhook(canceled("sr-open", "e1"), now) is WebhookOutcome.APPLIED
-    assert await store.record_webhook(canceled("sr-early", "e2"), now) is WebhookOutcome.STORED
-    assert await store.record_webhook(canceled("sr-early", "e2"), now) is WebhookOutcome.DUPLICATE
+    await store.claim_due(now, 10, "w", 90, {"dropbox_sign:default": None})
+    assert await record(store, canceled("sr-open", "e1", now), now) is WebhookOutcome.APPLIED
+    assert await record(store, canceled("sr-early", "e2", now), now) is WebhookOutcome.STORED
+    assert await record(store, canceled("sr-early", "e2", now), now) is WebhookOutcome.DUPLICATE
     early, _ = await store.enqueue(new("sr-early"), now)
+    assert (early.status, early.needs_check) == (Status.QUEUED, True)
 
     inbox = {
         r["dedupe_key"]: r
@@ -154,10 +159,39 @@ async def test_a_settling_event_is_stored_once_and_linked_to_what_it_settled(
     for key, cancellation in [("e1", open_one), ("e2", early)]:
         assert inbox[key]["cancellation_id"] == cancellation.id
         assert inbox[key]["processed_at"] is not None
-        settled = await store.get(cancellation.id)
-        assert settled is not None
-        assert (settled.status, settled.confirmed_via) == ("confirmed", "webhook")
-        assert settled.provider_state == {"state": key}
+    settled = await store.get(open_one.id)
+    assert settled is not None
+    assert (settled.status, settled.confirmed_via) == ("confirmed", "webhook")
+    assert settled.provider_state == {"state": "e1"}
+
+
+async def test_an_event_older_than_the_first_cancel_call_only_asks_for_a_check(
+    store: Store,
+) -> None:
+    """The replay defence: event_hash does not cover the request id, so a genuine event
+    re-posted for another request must not settle it if it predates that request's cancel."""
+    now = datetime.now(UTC)
+    row, _ = await store.enqueue(new("sr-target"), now)
+    await store.claim_due(now, 10, "w", 90, {"dropbox_sign:default": None})
+    old = canceled("sr-target", "replayed", now - timedelta(seconds=301))
+    assert await record(store, old, now) is WebhookOutcome.STORED  # being sent: left alone
+    sent = await store.get(row.id)
+    assert sent is not None and sent.status is Status.SENDING
+    awaiting = await store.apply(
+        sent,
+        lifecycle.after_cancel(Queued(), lifecycle.Attempt(1, now), now, Policy()),
+        now,
+        submitted=True,
+    )
+    assert awaiting is not None
+    old_again = canceled("sr-target", "replayed-again", now - timedelta(seconds=301))
+    assert await record(store, old_again, now) is WebhookOutcome.CHECK
+    checked = await store.get(row.id)
+    assert checked is not None
+    assert (checked.status, checked.needs_check) == (Status.QUEUED, True)
+    fresh = canceled("sr-target", "fresh", now - timedelta(seconds=299))
+    await store.claim_due(now, 10, "w", 90, {"dropbox_sign:default": None})
+    assert await record(store, fresh, now) is WebhookOutcome.APPLIED
 
 
 async def test_counts_kept_by_the_0002_triggers_carry_over_to_terminal_counters(
@@ -166,14 +200,37 @@ async def test_counts_kept_by_the_0002_triggers_carry_over_to_terminal_counters(
     """0004 drops the triggers: open statuses are counted live, terminal ones carry over."""
     copy_migrations(tmp_path, upto=3)
     await migrate(empty_dsn, tmp_path)
+    now = datetime.now(UTC)
+    confirm = '{"status": "confirmed", "cause": "webhook"}'
+    conn = await asyncpg.connect(empty_dsn)
+    try:  # the schema of 0003, written by its own functions
+        ids = []
+        for n in range(4):
+            ident = uuid.uuid4()
+            await conn.execute(
+                "SELECT result FROM enqueue_cancellation($1, 'dropbox_sign', 'default', $2,"
+                " NULL, '{}', '{}', NULL, 'h', $3)",
+                ident,
+                f"sr-count-{n}",
+                now,
+            )
+            ids.append(ident)
+        await conn.execute(
+            "SELECT id FROM apply_decision($1, 0, 'queued', $2, $3::jsonb, false)",
+            ids[0],
+            now,
+            confirm,
+        )
+    finally:
+        await conn.close()
+    await migrate(empty_dsn)
     async with open_store(empty_dsn) as store:
-        now = datetime.now(UTC)
-        rows = [(await store.enqueue(new(f"sr-count-{n}"), now))[0] for n in range(4)]
-        done = lifecycle.settle(Settled(Outcome.CANCELED, True), ConfirmedVia.WEBHOOK, "test")
-        await store.apply(rows[0], done, now, submitted=False)
-
-        await migrate(empty_dsn)
-        await store.apply(rows[1], done, now, submitted=False)
+        second = await store.get(ids[1])
+        assert second is not None
+        done = lifecycle.settle(
+            Settled(Outcome.CANCELED, True), ConfirmedVia.WEBHOOK, Cause.WEBHOOK
+        )
+        await store.apply(second, done, now, submitted=False)
         stats = await store.stats(now)
         assert {k: stats[k] for k in ("total", "queued", "confirmed", "failed")} == {
             "total": 4,
@@ -181,3 +238,17 @@ async def test_counts_kept_by_the_0002_triggers_carry_over_to_terminal_counters(
             "confirmed": 2,
             "failed": 0,
         }
+
+
+async def test_the_transition_check_catches_a_transition_the_table_lacks(
+    store: Store, db: asyncpg.Connection, dsn: str
+) -> None:
+    """The check every integration test's teardown runs (tests/conftest.py) can fail."""
+    row, _ = await store.enqueue(new("sr-illegal"), datetime.now(UTC))
+    await db.execute(
+        "INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause)"
+        " VALUES ($1, now(), 'confirmed', 'queued', 'resurrected')",
+        row.id,
+    )
+    assert await _illegal_transitions(dsn) == [("confirmed", "queued", "resurrected")]
+    await db.execute("DELETE FROM cancellation_events WHERE cause = 'resurrected'")

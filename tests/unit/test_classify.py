@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.domain.model import Outcome, RetryLater, Settled
+from orchestrator.domain.model import Outcome, Refused, RetryLater, Settled
 from orchestrator.providers.base import Answer, classify_cancel
 
 
@@ -36,23 +36,39 @@ def test_a_rate_limit_names_its_wait() -> None:
     assert (result.code, result.delay_s) == ("http_429", 7.0)
 
 
-@pytest.mark.parametrize(
-    ("status", "code", "outcome", "error_code"),
-    [
-        (404, None, Outcome.NOT_FOUND, "not_found"),
-        (409, None, Outcome.NOT_CANCELABLE, "not_cancelable"),
-        (400, "already_completed", Outcome.NOT_CANCELABLE, "already_completed"),
-    ],
-)
-def test_other_answers_fail_with_the_providers_message(
-    status: int, code: str | None, outcome: Outcome, error_code: str
-) -> None:
-    result = classify_cancel(answer(status), message="it is done", code=code, details={"d": 1})
+def test_not_found_fails_with_the_providers_message() -> None:
+    result = classify_cancel(answer(404), message="it is gone", details={"d": 1})
     assert isinstance(result, Settled)
     assert (result.outcome, result.ok, result.error_code, result.error_message) == (
-        outcome,
+        Outcome.NOT_FOUND,
         False,
-        error_code,
-        "it is done",
+        "not_found",
+        "it is gone",
     )
     assert result.error_details == {"d": 1}
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error_code"),
+    [(409, None, "not_cancelable"), (400, "already_completed", "already_completed")],
+)
+def test_other_refusals_are_left_to_a_status_check(
+    status: int, code: str | None, error_code: str
+) -> None:
+    """A 4xx may answer a request that an earlier, lost attempt already canceled: it is a
+    refusal to read with the request's status, never a final outcome on its own."""
+    result = classify_cancel(answer(status), message="it is done", code=code, details={"d": 1})
+    assert isinstance(result, Refused)
+    assert (result.code, result.message, result.details) == (error_code, "it is done", {"d": 1})
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_a_5xx_may_have_landed(status: int) -> None:
+    result = classify_cancel(answer(status), message="busy")
+    assert isinstance(result, RetryLater) and result.may_have_landed
+
+
+@pytest.mark.parametrize("status", [401, 408, 429])
+def test_a_refused_call_did_not_land(status: int) -> None:
+    result = classify_cancel(answer(status), message="busy")
+    assert isinstance(result, RetryLater) and not result.may_have_landed

@@ -46,7 +46,12 @@ def test_defaults() -> None:
     assert settings.dropbox_sign_base_url == "https://api.hellosign.com/v3"
     assert settings.confirm_timeout_s == 3600
     assert settings.sweep_interval_s == 30
-    assert settings.max_attempts == 8
+    assert settings.max_attempts == 0
+    assert settings.retry_for_s == 259_200
+    assert settings.retention_s == 7_776_000
+    assert settings.max_provider_wait_s == 3600
+    assert settings.webhook_clock_skew_s == 300
+    assert settings.dropbox_sign_confirm_by == "webhook"
     assert settings.dropbox_sign_rate_limit_per_min == 100
     assert settings.api_tokens == ()
     assert settings.database_url is None
@@ -135,7 +140,6 @@ def test_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     [
         ("ORCH_PORT", "abc"),
         ("ORCH_PORT", "70000"),
-        ("ORCH_MAX_ATTEMPTS", "0"),
         ("ORCH_MAX_ATTEMPTS", "-1"),
         ("ORCH_CONFIRM_TIMEOUT_S", "0"),
         ("ORCH_SWEEP_INTERVAL_S", "never"),
@@ -161,7 +165,7 @@ def test_a_bad_value_names_the_variable(
 
 def test_every_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCH_PORT", "abc")
-    monkeypatch.setenv("ORCH_MAX_ATTEMPTS", "0")
+    monkeypatch.setenv("ORCH_MAX_ATTEMPTS", "-1")
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert "ORCH_PORT" in str(caught.value)
@@ -170,7 +174,7 @@ def test_every_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_bad_override_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="ORCH_MAX_ATTEMPTS"):
-        load_settings(max_attempts=0)
+        load_settings(max_attempts=-1)
 
 
 def test_serve_with_a_bad_port_exits_2_naming_it(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from orchestrator.domain.model import Outcome, Settled, WebhookEvent
 from orchestrator.errors import WebhookRejected
 from orchestrator.providers.base import Account
 from orchestrator.providers.dropbox_sign import DropboxSign, event_hash
+from orchestrator.web import problems
 
 KEY = "key-default"
 OTHER_KEY = "key-other"
@@ -79,7 +80,7 @@ def parse(headers: Headers, body: bytes, accounts: list[Account] | None = None) 
 def rejected(headers: Headers, body: bytes, accounts: list[Account] | None = None) -> int:
     with pytest.raises(WebhookRejected) as caught:
         parse(headers, body, accounts)
-    return caught.value.status
+    return problems.from_error(caught.value).status
 
 
 ENCODINGS = [

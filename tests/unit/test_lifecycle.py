@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from orchestrator.domain import lifecycle
-from orchestrator.domain.lifecycle import EXHAUSTED, Policy
+from orchestrator.domain.lifecycle import EXHAUSTED, Attempt, Cause, Policy
 from orchestrator.domain.model import (
     ConfirmedVia,
     Outcome,
     Queued,
+    Refused,
     RetryLater,
     Settled,
     Status,
@@ -21,6 +23,14 @@ from orchestrator.domain.model import (
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 POLICY = Policy(max_attempts=5, confirm_timeout_s=3600.0, backoff_base_s=2.0, backoff_max_s=900.0)
+#: The default: no attempt cap, 72 hours of trying.
+BY_TIME = Policy()
+
+
+def at(attempts: int, enqueued_ago_s: float = 0.0) -> Attempt:
+    """Attempt number `attempts` of a cancel enqueued `enqueued_ago_s` before NOW."""
+    return Attempt(attempts, NOW - timedelta(seconds=enqueued_ago_s))
+
 
 CANCELED = Settled(Outcome.CANCELED, ok=True, evidence={"http_status": 410})
 COMPLETED = Settled(
@@ -53,7 +63,7 @@ def ceiling(attempts: int, policy: Policy = POLICY) -> float:
 
 
 def test_queued_cancel_awaits_confirmation_until_the_timeout() -> None:
-    decision = lifecycle.after_cancel(Queued({"http_status": 200}), 1, NOW, POLICY)
+    decision = lifecycle.after_cancel(Queued({"http_status": 200}), at(1), NOW, POLICY)
     assert decision.status is Status.AWAITING_CONFIRMATION
     assert decision.cause == "provider_queued_cancel"
     assert decision.confirm_by == NOW + timedelta(seconds=3600)
@@ -103,7 +113,7 @@ def test_settled_cancel(
     error_code: str | None,
     error_message: str | None,
 ) -> None:
-    decision = lifecycle.after_cancel(result, 1, NOW, POLICY)
+    decision = lifecycle.after_cancel(result, at(1), NOW, POLICY)
     assert decision.status is status
     assert decision.cause == "provider_answered"
     assert decision.outcome is outcome
@@ -119,7 +129,7 @@ def test_settled_cancel(
 
 @pytest.mark.parametrize("attempts", [1, 2, 4])
 def test_retry_below_max_attempts_is_rescheduled_with_backoff(attempts: int) -> None:
-    decision = lifecycle.after_cancel(BLIP, attempts, NOW, POLICY, random.Random(7))
+    decision = lifecycle.after_cancel(BLIP, at(attempts), NOW, POLICY, random.Random(7))
     assert decision.status is Status.QUEUED
     assert decision.cause == "retry_scheduled"
     assert decision.error is not None
@@ -133,7 +143,7 @@ def test_retry_below_max_attempts_is_rescheduled_with_backoff(attempts: int) -> 
 
 def test_retry_honours_the_providers_hint() -> None:
     hinted = RetryLater("exceeded_rate", "429", delay_s=120)
-    decision = lifecycle.after_cancel(hinted, 1, NOW, POLICY, random.Random(7))
+    decision = lifecycle.after_cancel(hinted, at(1), NOW, POLICY, random.Random(7))
     assert decision.status is Status.QUEUED
     assert decision.next_attempt_at is not None
     assert 120 <= (decision.next_attempt_at - NOW).total_seconds() <= 121
@@ -141,13 +151,14 @@ def test_retry_honours_the_providers_hint() -> None:
 
 @pytest.mark.parametrize("attempts", [5, 6, 50])
 def test_retry_at_max_attempts_fails_exhausted(attempts: int) -> None:
-    decision = lifecycle.after_cancel(BLIP, attempts, NOW, POLICY, random.Random(7))
+    decision = lifecycle.after_cancel(BLIP, at(attempts), NOW, POLICY, random.Random(7))
     assert decision.status is Status.FAILED
-    assert decision.cause == "attempts_exhausted"
+    assert decision.cause == "gave_up"
     assert decision.next_attempt_at is None
     assert decision.error is not None
     assert decision.error.code == EXHAUSTED
     assert BLIP.message in decision.error.message
+    assert f"after {attempts} attempts" in decision.error.message
     assert f"after {attempts} attempts" in decision.error.message
     assert decision.error.details == {"last_code": "http_503"}
 
@@ -165,41 +176,46 @@ def test_retry_at_max_attempts_fails_exhausted(attempts: int) -> None:
 def test_settled_status_check_is_a_reconciliation(
     result: Settled, status: Status, via: ConfirmedVia | None
 ) -> None:
-    decision = lifecycle.after_status_check(result, 3, NOW, POLICY)
+    decision = lifecycle.after_status_check(result, at(3), NOW, POLICY)
     assert decision is not None
     assert decision.status is status
-    assert decision.cause == "status_check"
+    assert decision.cause == Cause.STATUS_CHECK
     assert decision.outcome is result.outcome
     assert decision.confirmed_via is via
 
 
 @pytest.mark.parametrize("attempts", [1, 4, 5])
 def test_still_open_means_send_again(attempts: int) -> None:
-    assert lifecycle.after_status_check(StillOpen(), attempts, NOW, POLICY) is None
+    assert lifecycle.after_status_check(StillOpen(), at(attempts), NOW, POLICY) is None
 
 
-@pytest.mark.parametrize("attempts", [6, 9])
-def test_still_open_past_max_attempts_fails_exhausted(attempts: int) -> None:
-    decision = lifecycle.after_status_check(StillOpen({"seen": "open"}), attempts, NOW, POLICY)
+def test_still_open_after_the_retry_window_gives_up() -> None:
+    decision = lifecycle.after_status_check(
+        StillOpen({"seen": "open"}), at(40, BY_TIME.retry_for_s), NOW, BY_TIME
+    )
     assert decision is not None
     assert decision.status is Status.FAILED
-    assert decision.cause == "attempts_exhausted"
+    assert decision.cause == "gave_up"
     assert decision.evidence == {"seen": "open"}
     assert decision.error is not None
     assert decision.error.code == EXHAUSTED
-    assert f"after {attempts - 1} cancel attempts" in decision.error.message
+
+
+def test_still_open_within_the_window_sends_again_whatever_the_attempt_count() -> None:
+    assert lifecycle.after_status_check(StillOpen(), at(500, 3600), NOW, BY_TIME) is None
 
 
 @pytest.mark.parametrize(
     ("attempts", "status"), [(2, Status.QUEUED), (5, Status.FAILED)], ids=["below", "at-max"]
 )
 def test_status_check_retry_later(attempts: int, status: Status) -> None:
-    decision = lifecycle.after_status_check(BLIP, attempts, NOW, POLICY, random.Random(3))
+    decision = lifecycle.after_status_check(BLIP, at(attempts), NOW, POLICY, random.Random(3))
     assert decision is not None
     assert decision.status is status
     if status is Status.QUEUED:
         assert decision.next_attempt_at is not None
         assert decision.next_attempt_at > NOW
+        assert decision.needs_check, "a failed check is repeated before the next cancel"
     else:
         assert decision.error is not None
         assert decision.error.code == EXHAUSTED
@@ -289,3 +305,148 @@ def test_backoff_is_capped_for_any_attempt_count(attempts: int) -> None:
     """max_attempts is configurable, so nothing bounds `attempts` but the policy."""
     delay = lifecycle.backoff_s(attempts, POLICY, rng=random.Random(1))
     assert POLICY.backoff_max_s / 2 <= delay <= POLICY.backoff_max_s
+
+
+# --- giving up by time (ORCH_RETRY_FOR_S), not by count --------------------------------
+
+
+@pytest.mark.parametrize("attempts", [1, 8, 40, 500])
+def test_within_the_retry_window_a_failure_is_retried_whatever_the_count(attempts: int) -> None:
+    """The default has no attempt cap: an outage only delays, for up to 72 hours."""
+    decision = lifecycle.after_cancel(BLIP, at(attempts, 3600), NOW, BY_TIME, random.Random(1))
+    assert decision.status is Status.QUEUED
+    assert decision.cause == Cause.RETRY_SCHEDULED
+
+
+@pytest.mark.parametrize("enqueued_ago_s", [259_200, 259_201, 10**7])
+def test_at_the_end_of_the_retry_window_it_gives_up(enqueued_ago_s: float) -> None:
+    decision = lifecycle.after_cancel(BLIP, at(3, enqueued_ago_s), NOW, BY_TIME)
+    assert decision.status is Status.FAILED
+    assert decision.cause == Cause.GAVE_UP
+    assert decision.error is not None
+    assert decision.error.code == EXHAUSTED
+    assert "259200s after the enqueue" in decision.error.message
+
+
+def test_the_last_attempt_is_scheduled_at_the_deadline_not_after_it() -> None:
+    """A backoff that would end past the deadline is cut to it: the window is used whole."""
+    almost = BY_TIME.retry_for_s - 10
+    decision = lifecycle.after_cancel(BLIP, at(30, almost), NOW, BY_TIME, Extremes(high=True))
+    assert decision.status is Status.QUEUED
+    assert decision.next_attempt_at == NOW + timedelta(seconds=10)
+
+
+def test_a_failure_that_may_have_landed_checks_the_status_next() -> None:
+    timed_out = RetryLater("timeout", "timed out", may_have_landed=True)
+    assert lifecycle.after_cancel(timed_out, at(1), NOW, BY_TIME).needs_check
+    assert not lifecycle.after_cancel(BLIP, at(1), NOW, BY_TIME).needs_check
+
+
+# --- a refused cancel is read with a status check ----------------------------------------
+
+REFUSED = Refused("bad_request", "Signature request cannot be canceled", {"http_status": 400})
+
+
+def test_a_refusal_of_a_request_still_open_is_final() -> None:
+    decision = lifecycle.after_refusal(REFUSED, StillOpen({"seen": "open"}), at(1), NOW, BY_TIME)
+    assert decision.status is Status.FAILED
+    assert decision.outcome is Outcome.NOT_CANCELABLE
+    assert decision.error is not None
+    assert (decision.error.code, decision.error.message) == (
+        "bad_request",
+        "Signature request cannot be canceled",
+    )
+    assert decision.evidence == {"cancel": {"http_status": 400}, "status": {"seen": "open"}}
+
+
+def test_a_refusal_of_a_request_already_canceled_is_a_confirmation() -> None:
+    decision = lifecycle.after_refusal(REFUSED, CANCELED, at(2), NOW, BY_TIME)
+    assert decision.status is Status.CONFIRMED
+    assert decision.confirmed_via is ConfirmedVia.RECONCILIATION
+    assert decision.outcome is Outcome.CANCELED
+
+
+def test_a_refusal_of_a_completed_request_fails_completed() -> None:
+    decision = lifecycle.after_refusal(REFUSED, COMPLETED, at(1), NOW, BY_TIME)
+    assert decision.status is Status.FAILED
+    assert decision.outcome is Outcome.COMPLETED
+    assert decision.error is not None
+    assert decision.error.code == "completed"
+
+
+@pytest.mark.parametrize(
+    "blip",
+    [
+        RetryLater("http_503", "GET answered 503", may_have_landed=True),
+        RetryLater("timeout", "GET timed out", may_have_landed=True),
+        RetryLater("http_429", "GET answered 429", delay_s=5),
+    ],
+    ids=["5xx", "timeout", "429"],
+)
+def test_a_transient_status_check_after_a_refusal_never_ends_it(blip: RetryLater) -> None:
+    decision = lifecycle.after_refusal(REFUSED, blip, at(1), NOW, BY_TIME, random.Random(2))
+    assert decision.status is Status.QUEUED
+    assert decision.needs_check
+    assert decision.error is not None
+    assert decision.error.code == blip.code
+
+
+# --- wait hints are bounded ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hint", "expected"),
+    [(math.inf, 3600.0), (math.nan, 3600.0), (1e300, 3600.0), (-5.0, 0.0), (42.0, 42.0)],
+    ids=["inf", "nan", "1e300", "negative", "plain"],
+)
+def test_a_wait_hint_is_bounded(hint: float, expected: float) -> None:
+    assert lifecycle.bounded_wait(hint, BY_TIME) == expected
+
+
+@pytest.mark.parametrize("hint", [math.inf, math.nan, 1e300])
+def test_an_absurd_hint_never_raises_and_waits_at_most_the_cap(hint: float) -> None:
+    decision = lifecycle.after_cancel(
+        RetryLater("http_429", "slow down", delay_s=hint), at(1), NOW, BY_TIME, random.Random(1)
+    )
+    assert decision.next_attempt_at is not None
+    wait = (decision.next_attempt_at - NOW).total_seconds()
+    assert 3600 <= wait <= 3601
+
+
+# --- the transition table --------------------------------------------------------------
+
+
+def test_every_decision_this_module_makes_is_in_the_table() -> None:
+    """A table-driven sweep: each producer of decisions, from each status it can act on."""
+    open_statuses = (Status.QUEUED, Status.SENDING, Status.AWAITING_CONFIRMATION)
+    made = [
+        (Status.SENDING, lifecycle.after_cancel(Queued(), at(1), NOW, BY_TIME)),
+        (Status.SENDING, lifecycle.after_cancel(CANCELED, at(1), NOW, BY_TIME)),
+        (Status.SENDING, lifecycle.after_cancel(COMPLETED, at(1), NOW, BY_TIME)),
+        (Status.SENDING, lifecycle.after_cancel(BLIP, at(1), NOW, BY_TIME)),
+        (Status.SENDING, lifecycle.after_cancel(BLIP, at(1, 10**7), NOW, BY_TIME)),
+        (Status.SENDING, lifecycle.after_refusal(REFUSED, StillOpen(), at(1), NOW, BY_TIME)),
+        (Status.SENDING, lifecycle.after_refusal(REFUSED, CANCELED, at(1), NOW, BY_TIME)),
+        (Status.SENDING, lifecycle.throttled(NOW, {})),
+        *[(s, lifecycle.from_webhook(CANCELED)) for s in open_statuses],
+        *[(s, lifecycle.abandon(s, "gone", {})) for s in open_statuses],
+        (Status.QUEUED, lifecycle.retry_now(Status.QUEUED, NOW, {})),
+        (Status.AWAITING_CONFIRMATION, lifecycle.retry_now(Status.AWAITING_CONFIRMATION, NOW, {})),
+    ]
+    for from_status, decision in made:
+        assert isinstance(decision, lifecycle.Decision)
+        assert lifecycle.is_legal(from_status, decision.status, decision.cause), (
+            from_status,
+            decision.status,
+            decision.cause,
+        )
+
+
+@pytest.mark.parametrize("terminal", [Status.CONFIRMED, Status.FAILED])
+def test_operators_cannot_act_on_a_terminal_cancellation(terminal: Status) -> None:
+    assert isinstance(lifecycle.retry_now(terminal, NOW, {}), str)
+    assert isinstance(lifecycle.abandon(terminal, "why", {}), str)
+
+
+def test_no_transition_leaves_a_terminal_status() -> None:
+    assert not [t for t in lifecycle.TRANSITIONS if t[0] is not None and t[0].is_terminal]

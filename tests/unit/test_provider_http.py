@@ -19,7 +19,7 @@ from aioresponses import aioresponses
 from pydantic import SecretStr
 from yarl import URL
 
-from orchestrator.domain.model import Outcome, Queued, RetryLater, Settled, StillOpen
+from orchestrator.domain.model import Outcome, Queued, Refused, RetryLater, Settled, StillOpen
 from orchestrator.providers.base import Account, Target, retry_after_s
 from orchestrator.providers.dropbox_sign import DropboxSign
 
@@ -172,31 +172,19 @@ async def test_404_is_not_found_and_keeps_the_providers_words(
     assert result.evidence["body"] == error_body("not_found", "Not found")
 
 
-async def test_400_asks_for_the_status_and_reports_completed(
-    http: aiohttp.ClientSession, provider_mock: ProviderMock
+@pytest.mark.parametrize("status", [400, 403])
+async def test_a_refusal_is_returned_for_the_dispatcher_to_check(
+    http: aiohttp.ClientSession, provider_mock: ProviderMock, status: int
 ) -> None:
+    """The adapter makes one call: the status check a refusal needs goes through the
+    dispatcher, under the account's budget and metrics like every other call."""
     message = "This request has already been signed by all signers and cannot be canceled"
-    provider_mock.post(CANCEL_URL, status=400, payload=error_body("bad_request", message))
-    provider_mock.get(STATUS_URL, status=200, payload=signature_request(is_complete=True))
+    provider_mock.post(CANCEL_URL, status=status, payload=error_body("bad_request", message))
     result = await DropboxSign().cancel(http, ACCOUNT, TARGET)
-    assert isinstance(result, Settled)
-    assert (result.outcome, result.ok) == (Outcome.COMPLETED, False)
-    assert result.error_code == "completed"
-    assert result.error_message == message
-    assert result.evidence["cancel"]["http_status"] == 400
-    assert result.evidence["status"]["call"] == "GET /signature_request/sr-1"
-    assert ("GET", URL(STATUS_URL)) in provider_mock.requests
-
-
-async def test_400_for_a_request_still_open_is_not_cancelable(
-    http: aiohttp.ClientSession, provider_mock: ProviderMock
-) -> None:
-    provider_mock.post(CANCEL_URL, status=400, payload=error_body("bad_request", "nope"))
-    provider_mock.get(STATUS_URL, status=200, payload=signature_request())
-    result = await DropboxSign().cancel(http, ACCOUNT, TARGET)
-    assert isinstance(result, Settled)
-    assert (result.outcome, result.ok) == (Outcome.NOT_CANCELABLE, False)
-    assert (result.error_code, result.error_message) == ("bad_request", "nope")
+    assert isinstance(result, Refused)
+    assert (result.code, result.message) == ("bad_request", message)
+    assert result.evidence["http_status"] == status
+    assert ("GET", URL(STATUS_URL)) not in provider_mock.requests
 
 
 async def test_429_waits_until_the_rate_limit_resets(

@@ -1,0 +1,16 @@
+"""The use cases, above the store and the providers (cancellations.py), and what they accept
+(inputs.py)."""
+
+from orchestrator.service.cancellations import Enqueued, Page, Readiness, Service, WebhookPolicy
+from orchestrator.service.inputs import ActionRequest, EnqueueRequest, ListQuery
+
+__all__ = [
+    "ActionRequest",
+    "EnqueueRequest",
+    "Enqueued",
+    "ListQuery",
+    "Page",
+    "Readiness",
+    "Service",
+    "WebhookPolicy",
+]

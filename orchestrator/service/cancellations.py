@@ -1,0 +1,249 @@
+"""The use cases: everything a caller can ask of the orchestrator, one method each.
+
+HTTP handlers, the CLI, the demo and the dashboard call these and only translate; the
+store and the adapters below never see a request. Errors are the domain's (errors.*).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator import errors
+from orchestrator.clock import Clock
+from orchestrator.domain import lifecycle
+from orchestrator.domain.model import Cancellation, Event
+from orchestrator.metrics import Metrics
+from orchestrator.providers import base
+from orchestrator.providers.registry import WEBHOOK_ROUTES, Accounts
+from orchestrator.service.inputs import (
+    EnqueueRequest,
+    ListQuery,
+    decode_cursor,
+    encode_cursor,
+    too_deep,
+    valid_idempotency_key,
+)
+from orchestrator.store import migrations
+from orchestrator.store.repository import NewCancellation, Store, WebhookOutcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    """How far a callback is believed (issue 10: replays)."""
+
+    #: Truto events older than this are refused.
+    replay_window_s: float = 300.0
+    #: How much earlier than a cancellation's first cancel call a settling event may be.
+    clock_skew_s: float = 300.0
+    #: Providers whose settling events only prompt a status check, never settle.
+    confirm_by_status: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    cancellation: Cancellation
+    created: bool
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Cancellation]
+    next: str | None
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Service:
+    def __init__(
+        self,
+        store: Store,
+        providers: dict[str, base.Provider],
+        accounts: Accounts,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        webhooks: WebhookPolicy | None = None,
+        on_new_work: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.accounts = accounts
+        self.clock = clock
+        self.metrics = metrics
+        self.webhooks = webhooks or WebhookPolicy()
+        self.on_new_work = on_new_work
+
+    # --- callers' use cases -------------------------------------------------------------
+
+    async def enqueue(self, request: EnqueueRequest, idempotency_key: str | None) -> Enqueued:
+        """Record a cancel (or find the one that answers it) and wake the dispatcher."""
+        if idempotency_key is not None and not valid_idempotency_key(idempotency_key):
+            raise errors.InvalidRequest.field(
+                "Idempotency-Key", "must be 1-255 printable ASCII characters"
+            )
+        provider = self.providers[request.provider]
+        account = self.accounts.get(request.provider, request.account)
+        if account is None:
+            raise errors.InvalidRequest.field(
+                "account", f"no {request.provider} account named {request.account!r}"
+            )
+        params = provider.validate_params(request.params)
+        if problem := provider.check_account(account):
+            raise errors.ProviderNotConfigured(problem)
+        row, created = await self.store.enqueue(
+            NewCancellation(
+                provider=request.provider,
+                account=request.account,
+                resource_id=request.resource_id,
+                reason=request.reason,
+                metadata=request.metadata,
+                params=params,
+                idempotency_key=idempotency_key,
+                request_hash=request.request_hash(),
+            ),
+            self.clock.now(),
+        )
+        self.metrics.enqueued.labels(request.provider, str(created).lower()).inc()
+        if created:
+            self.on_new_work()
+        return Enqueued(row, created)
+
+    async def get(self, cancellation_id: uuid.UUID) -> Cancellation:
+        row = await self.store.get(cancellation_id)
+        if row is None:
+            raise errors.NotFound(f"no cancellation {cancellation_id}")
+        return row
+
+    async def events(self, cancellation_id: uuid.UUID) -> list[Event]:
+        history = await self.store.events(cancellation_id)
+        if history is None:
+            raise errors.NotFound(f"no cancellation {cancellation_id}")
+        return history
+
+    async def list_cancellations(self, query: ListQuery) -> Page:
+        rows = await self.store.list_cancellations(
+            status=query.status,
+            provider=query.provider,
+            resource_id=query.resource_id,
+            after=decode_cursor(query.after) if query.after else None,
+            limit=query.limit + 1,
+        )
+        page = rows[: query.limit]
+        return Page(page, encode_cursor(page[-1]) if len(rows) > query.limit else None)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.store.stats(self.clock.now())
+
+    # --- providers' callbacks -----------------------------------------------------------
+
+    async def receive_webhook(
+        self, route: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[str, WebhookOutcome]:
+        """Verify, parse and record one callback; returns the acknowledgement the provider
+        expects, and what became of the event."""
+        provider = WEBHOOK_ROUTES.get(route)
+        if provider is None:
+            raise errors.WebhookRejected(
+                errors.RejectReason.NO_ENDPOINT, f"no webhook endpoint for {route!r}"
+            )
+        try:
+            event = provider.parse_webhook(
+                headers,
+                body,
+                self.accounts.for_provider(provider.name),
+                self.clock.now().timestamp(),
+                self.webhooks.replay_window_s,
+                self.webhooks.clock_skew_s,
+            )
+            if too_deep(event.payload):
+                raise errors.WebhookRejected(
+                    errors.RejectReason.MALFORMED, "the event JSON is nested too deeply"
+                )
+        except errors.WebhookRejected as exc:
+            self.metrics.webhooks.labels(provider.name, "rejected").inc()
+            self.metrics.webhook_rejections.labels(provider.name, exc.reason.value).inc()
+            raise
+        outcome = await self.store.record_webhook(
+            event,
+            self.clock.now(),
+            skew_s=self.webhooks.clock_skew_s,
+            settle=provider.name not in self.webhooks.confirm_by_status,
+        )
+        self.metrics.webhooks.labels(provider.name, outcome.value).inc()
+        if outcome is WebhookOutcome.CHECK:
+            self.on_new_work()
+        log.debug(
+            "webhook %s %s for %s: %s",
+            provider.name,
+            event.event_type,
+            event.resource_id or "-",
+            outcome.value,
+        )
+        return provider.webhook_ack, outcome
+
+    # --- operators' use cases -----------------------------------------------------------
+
+    async def retry(self, cancellation_id: uuid.UUID, reason: str, actor: str) -> Cancellation:
+        """The next attempt happens now, checking the provider's status first."""
+        row = await self.get(cancellation_id)
+        decision = lifecycle.retry_now(row.status, self.clock.now(), _action(reason, actor))
+        applied = await self._act(row, decision)
+        self.on_new_work()
+        return applied
+
+    async def abandon(self, cancellation_id: uuid.UUID, reason: str, actor: str) -> Cancellation:
+        """End the cancellation failed, code `abandoned`, with the operator's reason."""
+        row = await self.get(cancellation_id)
+        decision = lifecycle.abandon(row.status, reason, _action(reason, actor))
+        return await self._act(row, decision)
+
+    async def _act(self, row: Cancellation, decision: lifecycle.Decision | str) -> Cancellation:
+        if isinstance(decision, str):
+            raise errors.Conflict(decision, status=row.status.value)
+        applied = await self.store.apply(row, decision, self.clock.now(), submitted=False)
+        if applied is None:
+            raise errors.Conflict(
+                "the cancellation changed while the action was being applied; look again"
+            )
+        self.metrics.transitions.labels(applied.status, decision.cause).inc()
+        return applied
+
+    # --- the service itself -------------------------------------------------------------
+
+    async def readiness(self) -> Readiness:
+        """Ready when the database answers and its schema is the code's."""
+        try:
+            current = await self.store.schema_version()
+        except errors.DatabaseUnavailable as exc:
+            return Readiness(False, {"database": exc.detail})
+        expected = migrations.latest_version()
+        details: dict[str, Any] = {"database": "ok", "schema": current}
+        if current != expected:
+            details["expected"] = expected
+            return Readiness(False, details)
+        unserved = await self.store.unserved_accounts(self.served_accounts())
+        if unserved:
+            details["unserved_accounts"] = unserved
+        return Readiness(True, details)
+
+    def served_accounts(self) -> list[str]:
+        """The accounts this instance can send cancels through ("provider:account")."""
+        return [
+            account.key
+            for account in self.accounts.all()
+            if self.providers[account.provider].check_account(account) is None
+        ]
+
+
+def _action(reason: str, actor: str) -> dict[str, Any]:
+    return {"reason": reason, "by": actor}

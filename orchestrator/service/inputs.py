@@ -1,0 +1,154 @@
+"""What the use cases accept, validated once, whoever calls them (HTTP, CLI, demo, batch)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from orchestrator.domain.model import Cancellation, ProviderName, Status
+
+# Printable ASCII without spaces: provider ids are opaque, but never need more than this.
+ResourceId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[!-~]+$")]
+AccountName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+IdempotencyKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[!-~]+$")
+]
+Reason = Annotated[str, StringConstraints(max_length=2000)]
+
+MAX_PAGE = 200
+#: JSON nested deeper than this is refused: no cancellation needs it, and PostgreSQL's
+#: encoder (orjson) stops at 254 levels.
+MAX_JSON_DEPTH = 64
+_INT64 = 2**63
+
+
+def storable(value: Any, where: str = "", depth: int = 0) -> Any:
+    """Refuse what valid JSON allows but PostgreSQL's jsonb and text cannot hold."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{where or 'value'} is nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where or 'value'} contains a NUL character")
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise ValueError(f"{where or 'value'} is an integer beyond 64 bits")
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{where or 'value'} is not a finite number")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            storable(key, f"a key in {where or 'object'}", depth + 1)
+            storable(item, f"{where}.{key}" if where else str(key), depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            storable(item, f"{where}[{index}]", depth + 1)
+    return value
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether parsed JSON nests deeper than `limit` (iterative: no recursion limit)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+class EnqueueRequest(BaseModel):
+    """A cancel to record and send: the body of POST /v1/cancellations."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    provider: ProviderName
+    resource_id: ResourceId
+    account: AccountName = "default"
+    reason: Reason | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _provider_name(cls, value: Any) -> Any:
+        # Strict mode takes no str for an enum; the JSON and Python callers both send one.
+        return ProviderName(value) if isinstance(value, str) and value in _PROVIDERS else value
+
+    @field_validator("reason", "metadata", "params")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return storable(value)
+
+    def request_hash(self) -> str:
+        """Identifies the request for Idempotency-Key checks, independent of key order."""
+        return hashlib.sha256(
+            orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
+
+
+_PROVIDERS = frozenset(p.value for p in ProviderName)
+
+
+class ListQuery(BaseModel):
+    """Which cancellations to list: the query of GET /v1/cancellations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status | None = None
+    provider: ProviderName | None = None
+    resource_id: ResourceId | None = None
+    limit: int = Field(50, ge=1, le=MAX_PAGE)
+    after: str | None = Field(None, description="the `next` cursor of the previous page")
+
+    @field_validator("after")
+    @classmethod
+    def _cursor(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_cursor(value)
+        return value
+
+
+class ActionRequest(BaseModel):
+    """An operator's action on one cancellation (retry, abandon): why."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+    @field_validator("reason")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        return str(storable(value))
+
+
+def encode_cursor(row: Cancellation) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, ident = raw.split("|", 1)
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None:
+            raise ValueError("naive time")
+        return when, uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValueError("not a cursor this API handed out") from None
+
+
+def valid_idempotency_key(key: str) -> bool:
+    return 0 < len(key) <= 255 and all("!" <= ch <= "~" for ch in key)
