@@ -27,6 +27,7 @@ CREATE TABLE public.cancellations (
     submitted_at timestamp with time zone,
     confirm_by timestamp with time zone,
     confirmed_at timestamp with time zone,
+    first_sent_at timestamp with time zone,
     CONSTRAINT cancellations_confirmed_via_check CHECK ((confirmed_via = ANY (ARRAY['webhook'::text, 'provider_response'::text, 'reconciliation'::text]))),
     CONSTRAINT cancellations_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'awaiting_confirmation'::text, 'confirmed'::text, 'failed'::text])))
 );
@@ -39,6 +40,8 @@ CREATE FUNCTION public.apply_decision(p_id uuid, p_version bigint, p_from text, 
         SET status = p_decision ->> 'status',
             version = version + 1,
             updated_at = p_now,
+            attempts = attempts
+                - CASE WHEN (p_decision ->> 'refund_attempt')::boolean THEN 1 ELSE 0 END,
             next_attempt_at = (p_decision ->> 'next_attempt_at')::timestamptz,
             confirm_by = coalesce((p_decision ->> 'confirm_by')::timestamptz, confirm_by),
             outcome = coalesce(p_decision ->> 'outcome', outcome),
@@ -47,7 +50,7 @@ CREATE FUNCTION public.apply_decision(p_id uuid, p_version bigint, p_from text, 
             last_error = coalesce(p_decision -> 'error', last_error),
             provider_state = coalesce(p_decision -> 'provider_state', provider_state),
             submitted_at = CASE WHEN p_submitted THEN p_now ELSE submitted_at END,
-            needs_check = false,
+            needs_check = coalesce((p_decision ->> 'needs_check')::boolean, false),
             lease_owner = NULL,
             lease_expires_at = NULL
         WHERE id = p_id AND version = p_version
@@ -67,11 +70,81 @@ CREATE FUNCTION public.apply_decision(p_id uuid, p_version bigint, p_from text, 
     SELECT * FROM updated;
 $$;
 
+CREATE FUNCTION public.claim_due(p_now timestamp with time zone, p_limit integer, p_owner text, p_lease_s double precision, p_accounts text[], p_per_min double precision[]) RETURNS SETOF public.cancellations
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    i integer;
+    budget account_budgets;
+    room integer;
+    took integer;
+    remaining integer := p_limit;
+    unlimited text[];
+BEGIN
+    FOR i IN SELECT s FROM generate_subscripts(p_accounts, 1) s ORDER BY p_accounts[s] LOOP
+        CONTINUE WHEN p_per_min[i] IS NULL;
+        EXIT WHEN remaining <= 0;
+        budget := refill_budget(p_accounts[i], p_per_min[i], p_now);
+        room := CASE WHEN budget.paused_until > p_now THEN 0
+                     ELSE least(remaining, floor(budget.tokens)::integer) END;
+        took := 0;
+        IF room > 0 THEN
+            RETURN QUERY SELECT * FROM claim_rows(p_now, room, p_owner, p_lease_s,
+                                                  ARRAY[p_accounts[i]]);
+            GET DIAGNOSTICS took = ROW_COUNT;
+        END IF;
+        UPDATE account_budgets SET tokens = budget.tokens - took,
+                                   refilled_at = budget.refilled_at
+        WHERE account = p_accounts[i];
+        remaining := remaining - took;
+    END LOOP;
+    IF remaining > 0 THEN
+        SELECT array_agg(a) INTO unlimited
+        FROM unnest(p_accounts, p_per_min) AS u(a, per_min)
+        WHERE per_min IS NULL AND NOT EXISTS (
+            SELECT 1 FROM account_budgets b WHERE b.account = a AND b.paused_until > p_now);
+        IF unlimited IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM claim_rows(p_now, remaining, p_owner, p_lease_s,
+                                                  unlimited);
+        END IF;
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION public.claim_rows(p_now timestamp with time zone, p_limit integer, p_owner text, p_lease_s double precision, p_accounts text[]) RETURNS SETOF public.cancellations
+    LANGUAGE sql
+    AS $$
+    WITH due AS (
+        SELECT id FROM cancellations
+        WHERE status = 'queued' AND next_attempt_at <= p_now
+          AND provider || ':' || account = ANY (p_accounts)
+        ORDER BY next_attempt_at
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE cancellations c
+        SET status = 'sending', attempts = c.attempts + 1, version = c.version + 1,
+            lease_owner = p_owner, lease_expires_at = p_now + make_interval(secs => p_lease_s),
+            updated_at = p_now, first_sent_at = coalesce(c.first_sent_at, p_now)
+        FROM due WHERE c.id = due.id
+        RETURNING c.*
+    ), event AS (
+        INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause,
+                                         evidence)
+        SELECT id, p_now, 'queued', 'sending', 'claimed',
+               jsonb_build_object('attempt', attempts, 'worker', p_owner,
+                                  'status_check_first', needs_check)
+        FROM claimed
+    )
+    SELECT * FROM claimed;
+$$;
+
 CREATE FUNCTION public.enqueue_cancellation(p_id uuid, p_provider text, p_account text, p_resource_id text, p_reason text, p_metadata jsonb, p_params jsonb, p_idempotency_key text, p_request_hash text, p_now timestamp with time zone, OUT result text, OUT cancellation public.cancellations) RETURNS record
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    pending record;
+    stored jsonb;
+    evidence jsonb;
 BEGIN
     PERFORM lock_request(p_provider, p_account, p_resource_id);
 
@@ -93,12 +166,20 @@ BEGIN
         RETURN;
     END IF;
 
+    SELECT jsonb_agg(jsonb_build_object('inbox_event_id', id, 'event_type', event_type,
+                                        'event_time', event_time) ORDER BY id)
+    INTO stored
+    FROM webhook_inbox
+    WHERE provider = p_provider AND account = p_account AND resource_id = p_resource_id
+      AND processed_at IS NULL AND effect IS NOT NULL;
+
     INSERT INTO cancellations (
         id, provider, account, resource_id, status, reason, metadata, params,
-        idempotency_key, request_hash, next_attempt_at, created_at, updated_at
+        idempotency_key, request_hash, next_attempt_at, needs_check, created_at, updated_at
     )
     VALUES (p_id, p_provider, p_account, p_resource_id, 'queued', p_reason, p_metadata,
-            p_params, p_idempotency_key, p_request_hash, p_now, p_now, p_now)
+            p_params, p_idempotency_key, p_request_hash, p_now, stored IS NOT NULL, p_now,
+            p_now)
     ON CONFLICT DO NOTHING
     RETURNING * INTO cancellation;
     IF NOT FOUND THEN
@@ -109,22 +190,19 @@ BEGIN
                        ELSE 'key_reused' END;
         RETURN;
     END IF;
-    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
-    VALUES (p_id, p_now, NULL, 'queued', 'enqueued',
-            CASE WHEN coalesce(p_reason, '') = '' THEN '{}'::jsonb
-                 ELSE jsonb_build_object('reason', p_reason) END);
-    result := 'created';
-
-    -- The newest stored event that settles this request and has not settled one yet.
-    SELECT id, decision INTO pending FROM webhook_inbox
-    WHERE provider = p_provider AND account = p_account AND resource_id = p_resource_id
-      AND processed_at IS NULL AND effect IS NOT NULL
-    ORDER BY event_time DESC NULLS LAST, id DESC
-    LIMIT 1;
-    IF FOUND THEN
-        SELECT * INTO cancellation
-        FROM settle_by_event(cancellation, pending.id, pending.decision, p_now);
+    evidence := '{}';
+    IF coalesce(p_reason, '') <> '' THEN
+        evidence := jsonb_build_object('reason', p_reason);
     END IF;
+    IF stored IS NOT NULL THEN
+        evidence := evidence || jsonb_build_object('stored_events', stored);
+        UPDATE webhook_inbox SET processed_at = p_now, cancellation_id = p_id
+        WHERE provider = p_provider AND account = p_account AND resource_id = p_resource_id
+          AND processed_at IS NULL AND effect IS NOT NULL;
+    END IF;
+    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
+    VALUES (p_id, p_now, NULL, 'queued', 'enqueued', evidence);
+    result := 'created';
 END;
 $$;
 
@@ -135,7 +213,25 @@ CREATE FUNCTION public.lock_request(p_provider text, p_account text, p_resource_
                                                   || p_resource_id, 0));
 $$;
 
-CREATE FUNCTION public.record_webhook_event(p_provider text, p_account text, p_dedupe_key text, p_resource_id text, p_event_type text, p_event_time timestamp with time zone, p_effect jsonb, p_decision jsonb, p_payload jsonb, p_now timestamp with time zone) RETURNS text
+CREATE FUNCTION public.notify_cancellation_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('cancellation_changed', NEW.id::text);
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION public.pause_account(p_account text, p_until timestamp with time zone, p_now timestamp with time zone) RETURNS void
+    LANGUAGE sql
+    AS $$
+    INSERT INTO account_budgets AS b (account, tokens, refilled_at, paused_until)
+    VALUES (p_account, 0, p_now, p_until)
+    ON CONFLICT (account) DO UPDATE
+    SET paused_until = greatest(b.paused_until, excluded.paused_until);
+$$;
+
+CREATE FUNCTION public.record_webhook_event(p_provider text, p_account text, p_dedupe_key text, p_resource_id text, p_event_type text, p_event_time timestamp with time zone, p_effect jsonb, p_decision jsonb, p_payload jsonb, p_now timestamp with time zone, p_skew interval, p_settle boolean) RETURNS text
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -152,11 +248,11 @@ BEGIN
         END IF;
     END IF;
     INSERT INTO webhook_inbox (
-        provider, account, dedupe_key, resource_id, event_type, event_time, effect, decision,
-        payload, received_at, processed_at, cancellation_id
+        provider, account, dedupe_key, resource_id, event_type, event_time, effect, payload,
+        received_at, processed_at, cancellation_id
     )
     VALUES (p_provider, p_account, p_dedupe_key, p_resource_id, p_event_type, p_event_time,
-            p_effect, p_decision, p_payload, p_now,
+            p_effect, p_payload, p_now,
             CASE WHEN target.id IS NOT NULL THEN p_now END, target.id)
     ON CONFLICT (provider, dedupe_key) DO NOTHING
     RETURNING id INTO event_id;
@@ -166,25 +262,78 @@ BEGIN
     IF target.id IS NULL THEN
         RETURN 'stored';
     END IF;
-    PERFORM * FROM settle_by_event(target, event_id, p_decision, p_now);
-    RETURN 'applied';
+    IF p_settle AND p_event_time IS NOT NULL AND target.first_sent_at IS NOT NULL
+       AND p_event_time >= target.first_sent_at - p_skew THEN
+        PERFORM * FROM apply_decision(
+            target.id, target.version, target.status, p_now,
+            p_decision || jsonb_build_object(
+                'evidence', coalesce(p_decision -> 'evidence', '{}')
+                            || jsonb_build_object('inbox_event_id', event_id)),
+            false);
+        RETURN 'applied';
+    END IF;
+    IF target.status = 'sending' THEN
+        RETURN 'stored';  -- the attempt in flight decides; the event stays as evidence
+    END IF;
+    PERFORM * FROM apply_decision(
+        target.id, target.version, target.status, p_now,
+        jsonb_build_object(
+            'status', 'queued', 'cause', 'webhook_needs_check', 'needs_check', true,
+            'next_attempt_at', p_now,
+            'evidence', jsonb_build_object(
+                'inbox_event_id', event_id, 'event_type', p_event_type,
+                'event_time', p_event_time, 'first_sent_at', target.first_sent_at,
+                'settles', p_settle)),
+        false);
+    RETURN 'check';
 END;
 $$;
 
-CREATE FUNCTION public.settle_by_event(p_target public.cancellations, p_event_id bigint, p_decision jsonb, p_now timestamp with time zone) RETURNS SETOF public.cancellations
+CREATE TABLE public.account_budgets (
+    account text NOT NULL,
+    tokens double precision NOT NULL,
+    refilled_at timestamp with time zone NOT NULL,
+    paused_until timestamp with time zone
+);
+
+CREATE FUNCTION public.refill_budget(p_account text, p_per_min double precision, p_now timestamp with time zone) RETURNS public.account_budgets
     LANGUAGE plpgsql
     AS $$
+DECLARE
+    capacity double precision := greatest(1, p_per_min / 10);
+    per_s double precision := greatest(p_per_min - capacity, p_per_min / 2) / 60;
+    budget account_budgets;
 BEGIN
-    RETURN QUERY SELECT * FROM apply_decision(
-        p_target.id, p_target.version, p_target.status, p_now,
-        p_decision || jsonb_build_object(
-            'evidence', coalesce(p_decision -> 'evidence', '{}')
-                        || jsonb_build_object('inbox_event_id', p_event_id)),
-        false);
-    UPDATE webhook_inbox SET processed_at = p_now, cancellation_id = p_target.id
-    WHERE provider = p_target.provider AND account = p_target.account
-      AND resource_id = p_target.resource_id
-      AND processed_at IS NULL AND effect IS NOT NULL;
+    INSERT INTO account_budgets (account, tokens, refilled_at)
+    VALUES (p_account, capacity, p_now)
+    ON CONFLICT (account) DO NOTHING;
+    SELECT * INTO budget FROM account_budgets WHERE account = p_account FOR UPDATE;
+    budget.tokens := least(capacity, budget.tokens
+        + greatest(0, extract(epoch FROM p_now - budget.refilled_at)) * per_s);
+    budget.refilled_at := greatest(budget.refilled_at, p_now);
+    RETURN budget;
+END;
+$$;
+
+CREATE FUNCTION public.take_call(p_account text, p_per_min double precision, p_now timestamp with time zone) RETURNS double precision
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    budget account_budgets := refill_budget(p_account, p_per_min, p_now);
+    per_s double precision := greatest(p_per_min - greatest(1, p_per_min / 10),
+                                       p_per_min / 2) / 60;
+BEGIN
+    IF budget.paused_until > p_now THEN
+        RETURN extract(epoch FROM budget.paused_until - p_now);
+    END IF;
+    IF budget.tokens < 1 THEN
+        UPDATE account_budgets SET tokens = budget.tokens, refilled_at = budget.refilled_at
+        WHERE account = p_account;
+        RETURN (1 - budget.tokens) / per_s;
+    END IF;
+    UPDATE account_budgets SET tokens = budget.tokens - 1, refilled_at = budget.refilled_at
+    WHERE account = p_account;
+    RETURN 0;
 END;
 $$;
 
@@ -232,8 +381,7 @@ CREATE TABLE public.webhook_inbox (
     payload jsonb NOT NULL,
     received_at timestamp with time zone NOT NULL,
     processed_at timestamp with time zone,
-    cancellation_id uuid,
-    decision jsonb
+    cancellation_id uuid
 );
 
 ALTER TABLE public.webhook_inbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
@@ -244,6 +392,9 @@ ALTER TABLE public.webhook_inbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTIT
     NO MAXVALUE
     CACHE 1
 );
+
+ALTER TABLE ONLY public.account_budgets
+    ADD CONSTRAINT account_budgets_pkey PRIMARY KEY (account);
 
 ALTER TABLE ONLY public.cancellation_counts
     ADD CONSTRAINT cancellation_counts_pkey PRIMARY KEY (status, shard);
@@ -281,7 +432,15 @@ CREATE INDEX cancellations_overdue ON public.cancellations USING btree (confirm_
 
 CREATE INDEX cancellations_resource ON public.cancellations USING btree (resource_id);
 
+CREATE INDEX cancellations_terminal_at ON public.cancellations USING btree (updated_at) WHERE (status = ANY (ARRAY['confirmed'::text, 'failed'::text]));
+
+CREATE INDEX webhook_inbox_by_cancellation ON public.webhook_inbox USING btree (cancellation_id) WHERE (cancellation_id IS NOT NULL);
+
 CREATE INDEX webhook_inbox_pending ON public.webhook_inbox USING btree (provider, account, resource_id) WHERE ((processed_at IS NULL) AND (effect IS NOT NULL));
+
+CREATE INDEX webhook_inbox_unused ON public.webhook_inbox USING btree (received_at) WHERE (cancellation_id IS NULL);
+
+CREATE TRIGGER cancellation_changed AFTER UPDATE OF version ON public.cancellations FOR EACH ROW WHEN ((old.version IS DISTINCT FROM new.version)) EXECUTE FUNCTION public.notify_cancellation_changed();
 
 ALTER TABLE ONLY public.cancellation_events
     ADD CONSTRAINT cancellation_events_cancellation_id_fkey FOREIGN KEY (cancellation_id) REFERENCES public.cancellations(id) ON DELETE CASCADE;
