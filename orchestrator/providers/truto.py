@@ -13,6 +13,7 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+import urllib.parse
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
@@ -22,7 +23,15 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from orchestrator import errors
-from orchestrator.domain.model import CancelResult, RetryLater, WebhookEvent
+from orchestrator.domain.model import (
+    CancelResult,
+    Outcome,
+    RetryLater,
+    Settled,
+    StatusResult,
+    StillOpen,
+    WebhookEvent,
+)
 from orchestrator.providers import base
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
@@ -34,6 +43,21 @@ class TrutoParams(BaseModel):
     integrated_account_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     message: NonEmpty
     remote_data: dict[str, Any] = Field(default_factory=dict)
+
+
+# What a final workflow state means for a cancel; an active or paused workflow is still open.
+_WORKFLOW_STATES: dict[str, Settled] = {
+    "cancelled": Settled(Outcome.CANCELED, ok=True),
+    "canceled": Settled(Outcome.CANCELED, ok=True),
+    "declined": Settled(Outcome.DECLINED, ok=True),
+    "expired": Settled(Outcome.EXPIRED, ok=True),
+    "completed": Settled(
+        Outcome.COMPLETED,
+        ok=False,
+        error_code="completed",
+        error_message="the workflow completed before the cancel took effect",
+    ),
+}
 
 
 def signature(secret: str, body: bytes) -> bytes:
@@ -91,6 +115,56 @@ class Truto(base.Provider):
             code=code,
             details=details,
             provider_state={k: workflow.get(k) for k in ("id", "status", "stage") if k in workflow},
+        )
+
+    async def status(
+        self, http: aiohttp.ClientSession, account: base.Account, target: base.Target
+    ) -> StatusResult:
+        """Read the workflow back. Ironclad's own status (remote_data.status) tells a
+        cancelled workflow from a completed one; Truto's unified status is `inactive` for
+        both (docs/providers.md)."""
+        assert account.secret is not None
+        params = TrutoParams.model_validate(target.params)
+        path = f"/unified/e-signature/workflows/{urllib.parse.quote(target.resource_id, safe='')}"
+        answer = await base.call(
+            http,
+            account,
+            "GET",
+            path,
+            params={"integrated_account_id": params.integrated_account_id},
+            headers={"Authorization": f"Bearer {account.secret.get_secret_value()}"},
+        )
+        if isinstance(answer, RetryLater):
+            return answer
+        code, message, details = _error_fields(answer)
+        if answer.status == 404:
+            return Settled(
+                Outcome.NOT_FOUND,
+                False,
+                answer.evidence(),
+                error_code=code,
+                error_message=message,
+                error_details=details,
+            )
+        if answer.status != 200 or not isinstance(answer.body, dict):
+            return base.transient(answer, code=code)
+        workflow: dict[str, Any] = answer.body
+        remote, stage = workflow.get("remote_data"), workflow.get("stage")
+        state = str(
+            (remote.get("status") if isinstance(remote, dict) else None)
+            or (stage.get("id") if isinstance(stage, dict) else None)
+            or ""
+        ).lower()
+        effect = _WORKFLOW_STATES.get(state)
+        if effect is None:
+            return StillOpen(answer.evidence())
+        return Settled(
+            effect.outcome,
+            effect.ok,
+            answer.evidence(),
+            provider_state={k: workflow.get(k) for k in ("id", "status", "stage")},
+            error_code=effect.error_code,
+            error_message=effect.error_message,
         )
 
     def parse_webhook(

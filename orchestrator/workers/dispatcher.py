@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import aiohttp
@@ -91,6 +91,9 @@ class Dispatcher:
         self.owner = owner or worker_id()
         self.rng = rng or random.Random()
         self._wake = asyncio.Event()
+        #: Pauses this process heard of (a 429's wait), checked before every call, so rows
+        #: already claimed wait too; other instances learn of them at their next claim.
+        self.paused_until: dict[str, datetime] = {}
         self._inflight: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
@@ -296,12 +299,17 @@ class Calls:
         return result
 
     async def _pay(self) -> Throttled | None:
+        now = self.d.clock.now()
+        paused = self.d.paused_until.get(self.account.key)
+        if paused is not None and paused > now:
+            return Throttled(
+                lifecycle.throttled(paused, {"account": self.account.key, "paused_until": paused})
+            )
         if self.paid:
             self.paid -= 1
             return None
         if self.account.rate_limit_per_min is None:
             return None
-        now = self.d.clock.now()
         wait = await self.d.store.take_call(self.account.key, self.account.rate_limit_per_min, now)
         if wait <= 0:
             return None

@@ -1,0 +1,366 @@
+"""The outcomes the README promises, at their edges (issue 10): an outage only delays, and
+no replay, redirect, absurd header or transient failure ends a cancellation falsely.
+
+Each test drives the service over real HTTP against the simulators, with the clock moved by
+hand, and names the README promise it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+
+from orchestrator.providers.dropbox_sign import event_hash
+from orchestrator.web import keys
+from tests.integration.conftest import Harness
+
+
+def callback(resource_id: str, key: str, event_time: float, event_type: str) -> aiohttp.FormData:
+    """A genuinely signed Dropbox Sign callback: the hash covers only time and type, so a
+    captured one can be re-posted with any request id."""
+    when = str(int(event_time))
+    payload = {
+        "event": {
+            "event_time": when,
+            "event_type": event_type,
+            "event_hash": event_hash(key, when, event_type),
+        },
+        "signature_request": {"signature_request_id": resource_id},
+    }
+    form = aiohttp.FormData(default_to_multipart=True)
+    form.add_field("json", orjson.dumps(payload).decode())
+    return form
+
+
+async def post_callback(harness: Harness, form: aiohttp.FormData) -> int:
+    response = await harness.client.post("/webhooks/dropbox_sign", data=form)
+    return response.status
+
+
+def key(harness: Harness) -> str:
+    return harness.sim.dropbox_sign.settings.api_key
+
+
+async def until_terminal(harness: Harness, cancellation_id: str, steps: int = 60) -> dict[str, Any]:
+    """Step the dispatcher and the clock until the cancellation ends (bounded)."""
+    for _ in range(steps):
+        row = await harness.get(cancellation_id)
+        if row["status"] in ("confirmed", "failed"):
+            return row
+        if row["status"] == "awaiting_confirmation":
+            harness.advance(3601)
+            await harness.sweep()
+        elif row["next_attempt_at"]:
+            due = datetime.fromisoformat(row["next_attempt_at"])
+            harness.advance(max(0.0, (due - harness.clock.now()).total_seconds()) + 0.01)
+        await harness.dispatch()
+    raise AssertionError(f"{cancellation_id} did not end: {await harness.get(cancellation_id)}")
+
+
+# --- an outage only delays ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings_overrides", [{"backoff_base_s": 0.2, "backoff_max_s": 1}])
+async def test_a_20_second_outage_fails_nothing(harness: Harness) -> None:
+    """Issue 10's figure: with these backoffs a 20 s outage failed 20 of 20 cancels after 8
+    attempts. Now every one is retried through the outage and confirmed after it."""
+    harness.sim.configure({"dropbox_sign": {"error_5xx_rate": 1.0}})
+    ids = [(await harness.enqueue(f"sr-outage-{n}"))["id"] for n in range(20)]
+    outage_ends = harness.clock.now() + timedelta(seconds=20)
+    while harness.clock.now() < outage_ends:
+        await harness.dispatch()
+        harness.advance(1)
+    rows = [await harness.get(i) for i in ids]
+    assert {r["status"] for r in rows} == {"queued"}
+    assert min(r["attempts"] for r in rows) > 8
+
+    harness.sim.configure({"dropbox_sign": {"error_5xx_rate": 0.0}})
+    harness.advance(1)
+    await harness.dispatch()
+    assert [(await harness.get(i))["status"] for i in ids] == ["confirmed"] * 20
+
+
+# --- a replayed callback cannot settle another request ------------------------------------
+
+
+async def test_a_callback_older_than_the_first_cancel_call_only_prompts_a_check(
+    harness: Harness,
+) -> None:
+    """A genuine `signature_request_canceled` captured 400 s before this request's cancel
+    was first sent, re-posted with its id: it does not confirm; the status check finds the
+    request still open, and the cancel is sent (and confirmed by its own callback)."""
+    captured_at = harness.clock.now().timestamp()
+    harness.advance(400)
+    harness.sim.configure({"dropbox_sign": {"drop_callback_rate": 1.0}})
+    created = await harness.enqueue("sr-victim")
+    await harness.dispatch()
+    assert (await harness.get(created["id"]))["status"] == "awaiting_confirmation"
+
+    replay = callback("sr-victim", key(harness), captured_at, "signature_request_canceled")
+    assert await post_callback(harness, replay) == 200
+    row = await harness.get(created["id"])
+    assert row["status"] == "queued"  # not confirmed: only a status check is due
+    assert [e["cause"] for e in await harness.events(created["id"])][-1] == "webhook_needs_check"
+
+    harness.sim.configure({"dropbox_sign": {"drop_callback_rate": 0.0}})
+    status_calls = harness.sim_stats()["status_calls"]
+    await harness.dispatch()
+    assert harness.sim_stats()["status_calls"] == status_calls + 1
+    final = await harness.get(created["id"])
+    assert (final["status"], final["confirmed_via"]) == ("confirmed", "webhook")
+    assert harness.sim.get_request("dropbox_sign", "sr-victim")["state"] == "canceled"
+
+
+async def test_a_callback_within_the_skew_still_confirms(harness: Harness) -> None:
+    """The control: the same callback dated inside the allowed skew settles at once."""
+    harness.sim.configure({"dropbox_sign": {"drop_callback_rate": 1.0}})
+    created = await harness.enqueue("sr-fresh")
+    await harness.dispatch()
+    now = harness.clock.now().timestamp()
+    assert (
+        await post_callback(
+            harness, callback("sr-fresh", key(harness), now - 200, "signature_request_canceled")
+        )
+        == 200
+    )
+    row = await harness.get(created["id"])
+    assert (row["status"], row["confirmed_via"]) == ("confirmed", "webhook")
+
+
+async def test_a_stored_event_never_settles_a_later_enqueue_on_its_own(
+    harness: Harness,
+) -> None:
+    """Posted for a request nobody had enqueued, the event is stored; the later enqueue is
+    not confirmed by it: the provider is asked, finds the request open, and the cancel goes
+    out. The stored event stays in the history as evidence."""
+    now = harness.clock.now().timestamp()
+    form = callback("sr-later", key(harness), now, "signature_request_canceled")
+    assert await post_callback(harness, form) == 200
+    created = await harness.enqueue("sr-later")
+    assert created["status"] == "queued"
+    await harness.dispatch()
+    assert harness.sim_stats()["status_calls"] == 1
+    assert harness.sim_stats()["cancel_calls"] == 1
+    history = await harness.events(created["id"])
+    assert history[0]["evidence"]["stored_events"][0]["event_type"] == (
+        "signature_request_canceled"
+    )
+    row = await harness.get(created["id"])
+    assert (row["status"], row["confirmed_via"]) == ("confirmed", "webhook")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"dropbox_sign_confirm_by": "status"}])
+async def test_confirm_by_status_lets_no_callback_settle_anything(harness: Harness) -> None:
+    """DROPBOX_SIGN_CONFIRM_BY=status: every callback only triggers the status check, which
+    is what confirms (as `reconciliation`)."""
+    created = await harness.enqueue("sr-proof")
+    await harness.dispatch()  # the simulator's own callback arrives and only asks for a check
+    row = await harness.get(created["id"])
+    assert row["status"] == "queued"
+    await harness.dispatch()
+    row = await harness.get(created["id"])
+    assert (row["status"], row["confirmed_via"]) == ("confirmed", "reconciliation")
+
+
+# --- redirects are never followed -----------------------------------------------------------
+
+
+async def test_a_redirect_is_an_error_kept_and_retried_never_a_success(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness.sim.configure({"dropbox_sign": {"redirect_rate": 1.0}})
+    created = await harness.enqueue("sr-moved")
+    with caplog.at_level(logging.ERROR, logger="orchestrator.providers.base"):
+        await harness.dispatch()
+    row = await harness.get(created["id"])
+    assert row["status"] == "queued"
+    assert row["last_error"]["code"] == "redirect"
+    assert row["last_error"]["details"]["http_status"] == 302
+    assert row["last_error"]["details"]["location"]
+    assert harness.sim_stats()["redirects_followed"] == 0
+    assert any("DROPBOX_SIGN_BASE_URL" in r.getMessage() for r in caplog.records)
+
+    harness.sim.configure({"dropbox_sign": {"redirect_rate": 0.0}})
+    assert (await until_terminal(harness, created["id"]))["status"] == "confirmed"
+
+
+# --- wait hints are bounded -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "hint",
+    [
+        {"raw_retry_after": "1e300"},
+        {"raw_retry_after": "inf"},
+        {"raw_retry_after": "-5"},
+        {"raw_ratelimit_reset": str(int(datetime(5000, 1, 1).timestamp()))},
+    ],
+    ids=["1e300", "inf", "negative", "year-5000"],
+)
+async def test_an_absurd_wait_hint_pauses_the_account_for_an_hour_at_most(
+    harness: Harness, db: asyncpg.Connection, hint: dict[str, str]
+) -> None:
+    harness.sim.configure({"dropbox_sign": {"rate_429": 1.0, **hint}})
+    first = await harness.enqueue("sr-hint")
+    await harness.dispatch()
+    row = await harness.get(first["id"])
+    assert row["status"] == "queued"
+    wait = datetime.fromisoformat(row["next_attempt_at"]) - harness.clock.now()
+    assert timedelta(0) <= wait <= timedelta(seconds=3601)
+    paused = await db.fetchval("SELECT paused_until FROM account_budgets")
+    assert paused - harness.clock.now() <= timedelta(seconds=3600)
+
+    # The account is paused, never for ever: after the cap the next cancels go out.
+    harness.sim.configure(
+        {"dropbox_sign": {"rate_429": 0.0, "raw_retry_after": None, "raw_ratelimit_reset": None}}
+    )
+    others = [(await harness.enqueue(f"sr-after-{n}"))["id"] for n in range(21)]
+    assert await harness.dispatch() == 0
+    harness.advance(3602)
+    await harness.dispatch()
+    assert {(await harness.get(i))["status"] for i in [first["id"], *others]} == {"confirmed"}
+
+
+# --- a transient failure never becomes a final outcome --------------------------------------
+
+
+async def test_a_failing_status_check_after_a_refusal_never_ends_the_cancellation(
+    harness: Harness,
+) -> None:
+    """The demo's 2-in-30 flake: the cancel got 400 (the request was declined), and the
+    status check asked why met a 5xx. That used to end it `not_cancelable`."""
+    harness.sim.seed_request("dropbox_sign", "sr-declined", "declined")
+    harness.sim.configure({"dropbox_sign": {"status_5xx_rate": 1.0}})
+    created = await harness.enqueue("sr-declined")
+    await harness.dispatch()
+    row = await harness.get(created["id"])
+    assert row["status"] == "queued"
+    assert row["last_error"]["code"].startswith("http_5")
+
+    harness.sim.configure({"dropbox_sign": {"status_5xx_rate": 0.0}})
+    final = await until_terminal(harness, created["id"])
+    assert (final["status"], final["outcome"]) == ("confirmed", "declined")
+
+
+async def test_a_cancel_that_landed_before_a_reset_is_confirmed_by_the_status_check(
+    harness: Harness,
+) -> None:
+    """Truto processed the cancel but the connection was reset before its answer; the next
+    attempt's repeated cancel is refused (the workflow is already cancelled). The refusal is
+    not final: the status check reads the workflow and confirms it."""
+    harness.sim.configure({"truto": {"reset_after_cancel_rate": 1.0, "idempotent_cancel": False}})
+    created = await harness.enqueue(
+        "wf-reset",
+        provider="truto",
+        params={"integrated_account_id": "62f44730-dd91-461e-bd6a-aedd9e0ad79d", "message": "m"},
+    )
+    await harness.dispatch()
+    row = await harness.get(created["id"])
+    assert row["status"] == "queued"
+    harness.sim.configure({"truto": {"reset_after_cancel_rate": 0.0}})
+    final = await until_terminal(harness, created["id"])
+    assert (final["status"], final["outcome"], final["confirmed_via"]) == (
+        "confirmed",
+        "canceled",
+        "reconciliation",
+    )
+
+
+# --- deep JSON is a 400, never a 500 ----------------------------------------------------------
+
+
+async def test_a_signed_callback_nested_900_deep_is_answered_400(harness: Harness) -> None:
+    deep: Any = "x"
+    for _ in range(900):
+        deep = [deep]
+    when = str(int(time.time()))
+    payload = {
+        "event": {
+            "event_time": when,
+            "event_type": "signature_request_viewed",
+            "event_hash": event_hash(key(harness), when, "signature_request_viewed"),
+        },
+        "signature_request": {"signature_request_id": "sr-deep", "metadata": deep},
+    }
+    response = await harness.client.post(
+        "/webhooks/dropbox_sign",
+        data=orjson.dumps(payload),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 400, await response.text()
+    assert response.content_type == "application/problem+json"
+
+
+async def test_an_enqueue_nested_900_deep_is_a_client_error(harness: Harness) -> None:
+    deep: Any = {}
+    for _ in range(900):
+        deep = {"a": deep}
+    response = await harness.client.post(
+        "/v1/cancellations",
+        data=orjson.dumps({"provider": "dropbox_sign", "resource_id": "sr-d", "metadata": deep}),
+        headers={"Content-Type": "application/json"},
+    )
+    assert 400 <= response.status < 500, await response.text()
+    assert response.content_type == "application/problem+json"
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retention_s": 86_400}])
+async def test_retention_deletes_what_ended_long_ago_and_keeps_the_rest(
+    harness: Harness, db: asyncpg.Connection
+) -> None:
+    old = await harness.enqueue("sr-old")
+    await harness.dispatch()
+    now = harness.clock.now().timestamp()
+    # An event for a request nobody cancels, received now.
+    await post_callback(
+        harness, callback("sr-nobody", key(harness), now, "signature_request_viewed")
+    )
+    harness.advance(86_401)
+    young = await harness.enqueue("sr-young")
+    await harness.dispatch()
+    open_one = await harness.enqueue("sr-open")
+
+    report = await harness.sweep()
+    assert (report.deleted, report.inbox_deleted) == (1, 1)
+    assert (await harness.client.get(f"/v1/cancellations/{old['id']}")).status == 404
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM cancellation_events WHERE cancellation_id = $1", old["id"]
+        )
+        == 0
+    )
+    assert (await harness.get(young["id"]))["status"] == "confirmed"
+    assert (await harness.get(open_one["id"]))["status"] == "queued"
+    stats = await (await harness.client.get("/v1/stats")).json()
+    assert (stats["total"], stats["confirmed"], stats["queued"]) == (2, 1, 1)
+
+
+# --- accounts this instance lacks ---------------------------------------------------------------
+
+
+async def test_a_row_of_an_account_this_instance_lacks_costs_no_attempt(
+    harness: Harness, db: asyncpg.Connection
+) -> None:
+    """Written by an instance that has the account `emea`; this one has not: it never claims
+    the row, never fails it, and says so in /readyz."""
+    await db.execute(
+        "SELECT result FROM enqueue_cancellation(gen_random_uuid(), 'dropbox_sign', 'emea',"
+        " 'sr-elsewhere', NULL, '{}', '{}', NULL, 'h', now())"
+    )
+    for _ in range(3):
+        assert await harness.dispatch() == 0
+        harness.advance(1000)
+    assert await db.fetchval("SELECT attempts FROM cancellations") == 0
+    ready = await (await harness.client.get("/readyz")).json()
+    assert ready["unserved_accounts"] == {"dropbox_sign:emea": 1}
+    assert harness.app[keys.DISPATCHER].served().keys() >= {"dropbox_sign:default"}
