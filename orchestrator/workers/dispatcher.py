@@ -324,5 +324,7 @@ class Calls:
         """A provider's wait holds for every caller of the account, on every instance."""
         if isinstance(result, RetryLater) and result.delay_s:
             now = self.d.clock.now()
-            wait = lifecycle.bounded_wait(result.delay_s, self.d.policy)
-            await self.d.store.pause_account(self.account.key, now + timedelta(seconds=wait), now)
+            until = now + timedelta(seconds=lifecycle.bounded_wait(result.delay_s, self.d.policy))
+            known = self.d.paused_until.get(self.account.key)
+            self.d.paused_until[self.account.key] = max(until, known) if known else until
+            await self.d.store.pause_account(self.account.key, until, now)
