@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test test-faults run demo lint clean schema
+.PHONY: install test test-faults run demo demo-soak lint clean schema
 
 install: $(STAMP)
 
@@ -26,6 +26,18 @@ run: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/orchestrator demo $(DEMO_ARGS)
+
+# The demo's self-check, RUNS times in a row with a new fault seed each time; stops at the
+# first disagreement and shows it (issue 10: a transient failure must never end a cancel).
+RUNS ?= 100
+demo-soak: $(STAMP)
+	@for i in $$(seq 1 $(RUNS)); do \
+	  if ! $(VENV)/bin/orchestrator demo --seed $$i --port $$((20000 + i)) $(DEMO_ARGS) \
+	      > .demo-soak.log 2>&1; then \
+	    echo "demo run $$i of $(RUNS) (seed $$i) failed its self-check:"; \
+	    tail -30 .demo-soak.log; exit 1; \
+	  fi; \
+	done; echo "demo self-check passed $(RUNS) of $(RUNS) runs in a row"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check orchestrator tests

@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--rate-429", type=float, default=0.03, help="share of 429 answers")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--keep-running", action="store_true", help="keep serving afterwards")
+    demo.add_argument("--seed", type=int, default=7, help="the simulators' fault sequence")
     args = parser.parse_args(argv)
 
     try:
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 rate_429=args.rate_429,
                 port=args.port,
                 keep_running=args.keep_running,
+                seed=args.seed,
             )
         )
     return cmd_migrate(settings)

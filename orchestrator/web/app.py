@@ -111,6 +111,7 @@ def create_app(
             store,
             app[keys.CLOCK],
             retention_s=settings.retention_s,
+            served=lambda: list(dispatcher.served()),
             on_work=dispatcher.wake,
             metrics=metrics,
         )

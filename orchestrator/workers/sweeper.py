@@ -38,9 +38,12 @@ class Sweeper:
         batch: int = 1000,
         retention_s: float = 0.0,
         retention_batch: int = 500,
+        served: Callable[[], list[str]] = list,
         on_work: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
     ) -> None:
+        self.served = served
+        self._unserved: dict[str, int] = {}
         self.retention_s = retention_s
         self.retention_batch = retention_batch
         self.metrics = metrics or Metrics()
@@ -64,6 +67,7 @@ class Sweeper:
             if found < self.batch:
                 break
         deleted, inbox_deleted = await self._retain(now, max_batches)
+        await self._note_unserved()
         await self.store.fold_counts()
         self.metrics.swept.labels("lease_expired").inc(leases)
         self.metrics.swept.labels("overdue").inc(overdue)
@@ -73,6 +77,21 @@ class Sweeper:
             )
             self.on_work()
         return SweepReport(leases, overdue, deleted, inbox_deleted)
+
+    async def _note_unserved(self) -> None:
+        """Queued rows of accounts this instance cannot send through wait for one that can;
+        say so when that changes (readiness shows it too)."""
+        unserved = await self.store.unserved_accounts(self.served())
+        if unserved.keys() != self._unserved.keys():
+            if unserved:
+                log.warning(
+                    "queued cancellations of accounts this instance lacks, left to an instance"
+                    " that has them: %s",
+                    ", ".join(f"{k} ({n})" for k, n in sorted(unserved.items())),
+                )
+            else:
+                log.info("every queued cancellation's account is served here again")
+        self._unserved = unserved
 
     async def _retain(self, now: datetime, max_batches: int) -> tuple[int, int]:
         """Delete what ended more than retention_s ago, in small batches (short locks)."""

@@ -92,7 +92,7 @@ async def test_json_lines_of_a_webhook_carry_the_request_id(
     (webhook,) = [line for line in lines if line["message"].startswith("webhook truto")]
     assert webhook["request_id"] == "req-webhook-1"
     assert webhook["level"] == "DEBUG"
-    assert webhook["logger"] == "orchestrator.web.webhooks"
+    assert webhook["logger"] == "orchestrator.service.cancellations"
     datetime.fromisoformat(webhook["time"])
 
 
@@ -172,7 +172,7 @@ async def test_text_format_stays_readable(harness: Harness, log_output: StartLog
     assert response.status == 200
     (line,) = [line for line in stream.getvalue().splitlines() if "webhook truto" in line]
     assert re.fullmatch(
-        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} DEBUG orchestrator\.web\.webhooks:"
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} DEBUG orchestrator\.service\.cancellations:"
         r" webhook truto record:updated for -: \w+ \[request_id=req-text\]",
         line,
     ), line

@@ -348,7 +348,7 @@ async def test_retention_deletes_what_ended_long_ago_and_keeps_the_rest(
 
 
 async def test_a_row_of_an_account_this_instance_lacks_costs_no_attempt(
-    harness: Harness, db: asyncpg.Connection
+    harness: Harness, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Written by an instance that has the account `emea`; this one has not: it never claims
     the row, never fails it, and says so in /readyz."""
@@ -362,4 +362,28 @@ async def test_a_row_of_an_account_this_instance_lacks_costs_no_attempt(
     assert await db.fetchval("SELECT attempts FROM cancellations") == 0
     ready = await (await harness.client.get("/readyz")).json()
     assert ready["unserved_accounts"] == {"dropbox_sign:emea": 1}
+    with caplog.at_level(logging.WARNING, logger="orchestrator.workers.sweeper"):
+        await harness.sweep()
+    assert any("dropbox_sign:emea (1)" in r.getMessage() for r in caplog.records)
     assert harness.app[keys.DISPATCHER].served().keys() >= {"dropbox_sign:default"}
+
+
+@pytest.mark.parametrize("settings_overrides", [{"dropbox_sign_rate_limit_per_min": 10}])
+async def test_a_row_without_budget_for_its_second_call_goes_back_unsent(
+    harness: Harness,
+) -> None:
+    """10 a minute: a burst of one call. An overdue row needs two (the status check, then
+    the cancel); the claim paid for the first, and with nothing left the row goes back with
+    its attempt refunded, instead of sleeping in a throttle past its lease."""
+    harness.sim.configure({"dropbox_sign": {"lose_cancel_rate": 1.0}})  # stays open
+    created = await harness.enqueue("sr-two-calls")
+    assert await harness.dispatch() == 1
+    harness.advance(3601)
+    assert (await harness.sweep()).overdue == 1
+    assert await harness.dispatch() == 1  # 6 s of refill bought one call: the status check
+    row = await harness.get(created["id"])
+    assert row["status"] == "queued"
+    assert row["attempts"] == 1  # the second claim's attempt was refunded
+    assert [e["cause"] for e in await harness.events(created["id"])][-1] == "throttled"
+    assert harness.sim_stats()["status_calls"] == 1
+    assert harness.sim_stats()["cancel_calls"] == 1
