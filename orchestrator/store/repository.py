@@ -51,8 +51,8 @@ def effect_to_json(effect: Settled) -> dict[str, Any]:
 
 
 def decision_json(decision: lifecycle.Decision, now: datetime) -> dict[str, Any]:
-    """A decision as the database functions read it (0003_one_round_trip.sql); keys
-    without a value are left out."""
+    """A decision as the database function apply_decision reads it (migrations/schema.sql);
+    keys without a value are left out."""
     data: dict[str, Any] = {
         "status": decision.status.value,
         "cause": decision.cause.value,
