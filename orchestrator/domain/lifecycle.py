@@ -328,13 +328,15 @@ def from_webhook(effect: Settled) -> Decision:
     return settle(effect, ConfirmedVia.WEBHOOK, Cause.WEBHOOK)
 
 
-def throttled(until: datetime, evidence: Evidence) -> Decision:
-    """Give a claimed row back unsent: the account has no budget left for its call."""
+def throttled(until: datetime, evidence: Evidence, needs_check: bool = False) -> Decision:
+    """Give a claimed row back unsent: the account has no budget left for its call (a row
+    whose status check had not happened yet still needs it)."""
     return Decision(
         status=Status.QUEUED,
         cause=Cause.THROTTLED,
         evidence=evidence,
         next_attempt_at=until,
+        needs_check=needs_check,
         refund_attempt=True,
     )
 

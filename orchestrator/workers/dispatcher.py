@@ -225,7 +225,7 @@ class Dispatcher:
         assert account is not None, "claims take only rows of served accounts"
         target = base.Target(row.resource_id, row.reason, row.params)
         attempt = lifecycle.Attempt(row.attempts, row.created_at)
-        calls = Calls(self, account)
+        calls = Calls(self, account, check_pending=row.needs_check)
 
         if row.needs_check:
             checked = await calls.make(
@@ -233,6 +233,7 @@ class Dispatcher:
             )
             if isinstance(checked, Throttled):
                 return checked.decision, False
+            calls.check_pending = False
             decision = lifecycle.after_status_check(
                 checked, attempt, self.clock.now(), self.policy, self.rng
             )
@@ -273,10 +274,14 @@ class Calls:
     CPU end to end (docs/benchmarks.md), and almost every call needs one try.
     """
 
-    def __init__(self, dispatcher: Dispatcher, account: base.Account) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, account: base.Account, *, check_pending: bool
+    ) -> None:
         self.d = dispatcher
         self.account = account
         self.paid = 1
+        #: A row given back before its status check keeps needing one.
+        self.check_pending = check_pending
 
     async def make(self, operation: str, call: Callable[[], Awaitable[T]]) -> T | Throttled:
         d = self.d
@@ -302,9 +307,8 @@ class Calls:
         now = self.d.clock.now()
         paused = self.d.paused_until.get(self.account.key)
         if paused is not None and paused > now:
-            return Throttled(
-                lifecycle.throttled(paused, {"account": self.account.key, "paused_until": paused})
-            )
+            evidence = {"account": self.account.key, "paused_until": paused}
+            return Throttled(lifecycle.throttled(paused, evidence, self.check_pending))
         if self.paid:
             self.paid -= 1
             return None
@@ -314,11 +318,9 @@ class Calls:
         if wait <= 0:
             return None
         wait = lifecycle.bounded_wait(wait, self.d.policy)
-        return Throttled(
-            lifecycle.throttled(
-                now + timedelta(seconds=wait), {"account": self.account.key, "wait_s": wait}
-            )
-        )
+        evidence = {"account": self.account.key, "wait_s": wait}
+        until = now + timedelta(seconds=wait)
+        return Throttled(lifecycle.throttled(until, evidence, self.check_pending))
 
     async def _pause_if_asked(self, result: object) -> None:
         """A provider's wait holds for every caller of the account, on every instance."""
