@@ -209,7 +209,7 @@ class Service:
 
     async def _act(self, row: Cancellation, decision: lifecycle.Decision | str) -> Cancellation:
         if isinstance(decision, str):
-            raise errors.Conflict(decision, status=row.status.value)
+            raise errors.Conflict(decision, cancellation_status=row.status.value)
         applied = await self.store.apply(row, decision, self.clock.now(), submitted=False)
         if applied is None:
             raise errors.Conflict(
