@@ -3,12 +3,15 @@
 
 from orchestrator.service.cancellations import Enqueued, Page, Readiness, Service, WebhookPolicy
 from orchestrator.service.inputs import ActionRequest, EnqueueRequest, ListQuery
+from orchestrator.service.overview import Overdue, Overview
 
 __all__ = [
     "ActionRequest",
     "EnqueueRequest",
     "Enqueued",
     "ListQuery",
+    "Overdue",
+    "Overview",
     "Page",
     "Readiness",
     "Service",

@@ -27,6 +27,7 @@ from orchestrator.service.inputs import (
     too_deep,
     valid_idempotency_key,
 )
+from orchestrator.service.overview import Overdue, Overview
 from orchestrator.store import migrations
 from orchestrator.store.repository import NewCancellation, Store, WebhookOutcome
 
@@ -143,6 +144,26 @@ class Service:
 
     async def stats(self) -> dict[str, Any]:
         return await self.store.stats(self.clock.now())
+
+    async def overview(self, limit: int = 20) -> Overview:
+        """The dashboard's front page: counts by status and provider, the overdue (longest
+        first), the latest failures and the newest cancellations, `limit` of each."""
+        now = self.clock.now()
+        overdue = await self.store.overdue(now, limit)
+        return Overview(
+            at=now,
+            totals=await self.stats(),
+            by_provider=await self.store.counts_by_provider(),
+            overdue=[
+                Overdue(row, (now - row.confirm_by).total_seconds())
+                for row in overdue
+                if row.confirm_by is not None
+            ],
+            failures=await self.store.recent_failures(limit),
+            newest=await self.store.list_cancellations(
+                status=None, provider=None, resource_id=None, after=None, limit=limit
+            ),
+        )
 
     # --- providers' callbacks -----------------------------------------------------------
 

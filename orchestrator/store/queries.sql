@@ -35,6 +35,28 @@ FROM cancellations c LEFT JOIN cancellation_events e ON e.cancellation_id = c.id
 WHERE c.id = $1
 ORDER BY e.id;
 
+-- name: counts_by_provider
+-- The dashboard's table: how many cancellations each provider has in each status (retention
+-- bounds the table, so a live count is cheap enough at the dashboard's refresh rate).
+SELECT provider, status, count(*) AS n
+FROM cancellations
+GROUP BY provider, status
+ORDER BY provider, status;
+
+-- name: overdue_cancellations
+-- Awaiting a confirmation past confirm_by, longest overdue first (the overdue index).
+SELECT * FROM cancellations
+WHERE status = 'awaiting_confirmation' AND confirm_by <= $1
+ORDER BY confirm_by
+LIMIT $2;
+
+-- name: recent_failures
+-- The cancellations that ended failed most recently (the terminal-rows index).
+SELECT * FROM cancellations
+WHERE status = 'failed'
+ORDER BY updated_at DESC, id DESC
+LIMIT $1;
+
 -- name: claim_due
 -- Lease up to $2 due rows of the accounts $5 (limits per minute $6, NULL for none) within
 -- each account's shared budget; one round trip.

@@ -173,6 +173,25 @@ class Store:
             "last_confirmed_at": record["last_confirmed_at"],
         }
 
+    async def counts_by_provider(self) -> dict[str, dict[str, int]]:
+        """provider -> status -> how many; providers and statuses without a row are absent."""
+        async with translate_errors():
+            records = await self.pool.fetch(Q["counts_by_provider"])
+        counts: dict[str, dict[str, int]] = {}
+        for r in records:
+            counts.setdefault(r["provider"], {})[r["status"]] = int(r["n"])
+        return counts
+
+    async def overdue(self, now: datetime, limit: int) -> list[Cancellation]:
+        async with translate_errors():
+            records = await self.pool.fetch(Q["overdue_cancellations"], now, limit)
+        return [Cancellation.from_row(r) for r in records]
+
+    async def recent_failures(self, limit: int) -> list[Cancellation]:
+        async with translate_errors():
+            records = await self.pool.fetch(Q["recent_failures"], limit)
+        return [Cancellation.from_row(r) for r in records]
+
     async def schema_version(self) -> int | None:
         async with translate_errors(), self.pool.acquire(timeout=2) as conn:
             return await migrations.current_version(conn)

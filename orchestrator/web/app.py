@@ -25,7 +25,7 @@ from orchestrator.providers import registry
 from orchestrator.service import Service, WebhookPolicy
 from orchestrator.store import db
 from orchestrator.store.repository import Store
-from orchestrator.web import cancellations, keys, ops, webhooks
+from orchestrator.web import cancellations, keys, ops, ui, webhooks
 from orchestrator.web.auth import bearer_auth_middleware
 from orchestrator.web.problems import problems_middleware
 from orchestrator.web.request_id import request_id_middleware
@@ -160,4 +160,5 @@ def create_app(
     app.add_routes(cancellations.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(ops.routes)
+    ui.setup(app, settings)
     return app

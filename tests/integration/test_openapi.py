@@ -17,6 +17,10 @@ async def test_openapi_is_valid_and_complete(harness: Harness) -> None:
     served = set()
     for resource in harness.app.router.resources():
         path = resource.canonical
+        # The dashboard (/ui, orchestrator/web/ui.py) serves HTML pages for people, not an
+        # API: it is deliberately left out of the OpenAPI description.
+        if path == "/ui" or path.startswith("/ui/"):
+            continue
         served.add(re.sub(r"\{(\w+)\}", r"{\1}", path))
     documented = set(spec["paths"])
     assert served == documented, served ^ documented

@@ -1,0 +1,67 @@
+"""Chromium driven by Playwright, against the service served on loopback by the
+integration suite's harness (real HTTP, real Postgres, workers stepped by hand).
+
+The browser is Debian's Chromium (`apt-get install chromium`; .ci/run installs it), never
+one downloaded by `playwright install`. Without it the tests skip and say so.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.integration.conftest import harness, settings_overrides, sim_server
+
+__all__ = ["harness", "settings_overrides", "sim_server"]
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+#: A laptop screen: the dashboard must read well at this size.
+LAPTOP = {"width": 1366, "height": 768}
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip(
+            f"no Chromium at {CHROMIUM}: run `apt-get install -y chromium` "
+            "(.ci/run does this) to run the browser tests"
+        )
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            headless=True,
+            args=ARGS,
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport=LAPTOP)
+    tab = await context.new_page()
+    try:
+        yield tab
+    finally:
+        await context.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
