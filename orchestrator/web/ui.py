@@ -350,7 +350,6 @@ def duration(seconds: float) -> str:
     return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
-
 FILTERS: dict[str, Callable[..., str]] = {
     "when": when,
     "ago": ago,

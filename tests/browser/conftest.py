@@ -32,23 +32,27 @@ LAPTOP = {"width": 1366, "height": 768}
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
+def chromium() -> str | None:
+    """Debian's Chromium, wherever the PATH has it if not at the usual place."""
+    return CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+
+
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+    executable = chromium()
+    if executable is None:
         pytest.skip(
-            f"no Chromium at {CHROMIUM}: run `apt-get install -y chromium` "
-            "(.ci/run does this) to run the browser tests"
+            f"no Chromium at {CHROMIUM} nor on the PATH: run `apt-get install -y chromium` "
+            "(.ci/run does this when it is missing) to run the browser tests"
         )
     async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-            headless=True,
-            args=ARGS,
+        launched = await playwright.chromium.launch(
+            executable_path=executable, headless=True, args=ARGS
         )
         try:
-            yield chromium
+            yield launched
         finally:
-            await chromium.close()
+            await launched.close()
 
 
 @pytest.fixture
