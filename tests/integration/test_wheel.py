@@ -134,6 +134,15 @@ async def test_the_wheel_migrates_and_confirms_a_cancel(
                 return row if row["status"] == "confirmed" else None
 
             row = await wait_for(confirmed, 30, what="the cancel confirmed")
+        # The wheel carries the dashboard's templates and stylesheet (package-data).
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            login = {"token": TOKEN, "next": "/ui/"}
+            origin = {"Origin": service.url}
+            async with browser.post(f"{service.url}/ui/login", data=login, headers=origin) as page:
+                assert page.status == 200, await page.text()
+                assert "sr-from-the-wheel" in await page.text()
+            async with browser.get(f"{service.url}/ui/static/style.css") as style:
+                assert style.status == 200
         service.terminate()
         assert service.wait_exit(timeout_s=15) == 0
     finally:
