@@ -249,9 +249,8 @@ async def search(request: web.Request) -> web.StreamResponse:
     except ValidationError as exc:
         raise errors.InvalidRequest.from_validation(exc, "search") from None
     page = await service.list_cancellations(query)
-    return render(
-        request, "search.html", {"q": text, "rows": page.items, "more": page.next is not None}
-    )
+    context = {"q": text, "rows": page.items, "more": page.next is not None}
+    return render(request, "search.html", context | {"refresh_s": REFRESH_S})
 
 
 @routes.get("/cancellations/{id}", name="cancellation")

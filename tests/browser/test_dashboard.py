@@ -37,7 +37,6 @@ async def test_enqueue_retry_and_abandon_from_the_dashboard(
     await page.goto(f"{base}/")
     await expect(page).to_have_url(re.compile(r"/ui/login"))
     await page.fill("#token", TOKEN)
-    await page.screenshot(path=artifacts / "dashboard-1-login.png")
     await page.click("button:has-text('Log in')")
     await expect(page.locator("h2", has_text="Overdue confirmations")).to_be_visible()
 
@@ -48,7 +47,7 @@ async def test_enqueue_retry_and_abandon_from_the_dashboard(
     row = page.locator("tr", has=page.locator("a", has_text="sr-4711-browser"))
     await expect(row).to_be_visible(timeout=SHOWS_WITHIN_MS)
     await expect(row.locator(".badge")).to_have_text("queued")
-    await page.screenshot(path=artifacts / "dashboard-2-overview.png")
+    await page.screenshot(path=artifacts / "dashboard-1-overview.png")
 
     await row.locator("a", has_text="sr-4711-browser").click()
     await expect(page).to_have_url(re.compile(rf"/ui/cancellations/{created['id']}$"))
@@ -66,7 +65,7 @@ async def test_enqueue_retry_and_abandon_from_the_dashboard(
     await harness.dispatch()
     await expect(history).to_have_count(before + 3, timeout=SHOWS_WITHIN_MS)
     await expect(page.locator("#history")).to_contain_text("claimed")
-    await page.screenshot(path=artifacts / "dashboard-3-history.png")
+    await page.screenshot(path=artifacts / "dashboard-2-history.png")
 
     await page.fill("#reason", "customer withdrew the envelope by phone")
     await page.click("button:has-text('Abandon')")
@@ -75,7 +74,7 @@ async def test_enqueue_retry_and_abandon_from_the_dashboard(
     await expect(page.locator(".last-error")).to_contain_text("abandoned")
     await expect(page.locator(".last-error")).to_contain_text("customer withdrew the envelope")
     await expect(page.locator("button:has-text('Retry now')")).to_have_count(0)
-    await page.screenshot(path=artifacts / "dashboard-4-abandoned.png")
+    await page.screenshot(path=artifacts / "dashboard-3-abandoned.png")
 
     api = await harness.client.get(f"/v1/cancellations/{created['id']}", headers=AUTH)
     stored = await api.json()
@@ -85,4 +84,12 @@ async def test_enqueue_retry_and_abandon_from_the_dashboard(
     failures = page.locator("section", has=page.locator("h2", has_text="Recent failures"))
     await expect(failures).to_contain_text("sr-4711-browser")
     await expect(failures).to_contain_text("customer withdrew the envelope by phone")
-    await page.screenshot(path=artifacts / "dashboard-5-failures.png")
+    await page.screenshot(path=artifacts / "dashboard-4-failures.png")
+
+    await page.fill("input[name=q]", "sr-4711-browser")
+    await page.press("input[name=q]", "Enter")
+    results = page.locator("#results")
+    await expect(results).to_contain_text("Cancellations of sr-4711-browser")
+    await expect(results.locator("tbody tr")).to_have_count(1)
+    await expect(results.locator("tbody tr .badge")).to_have_text("failed")
+    await page.screenshot(path=artifacts / "dashboard-5-search.png")
