@@ -29,7 +29,9 @@ ARGS = [
 ]
 #: A laptop screen: the dashboard must read well at this size.
 LAPTOP = {"width": 1366, "height": 768}
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+#: Each run's screenshots (git ignores this folder, so a run leaves the tree clean); the
+#: reviewed copies committed for reading sit one level up, in tests/artifacts/.
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "latest"
 
 
 def chromium() -> str | None:
@@ -67,5 +69,5 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 @pytest.fixture
 def artifacts() -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
