@@ -56,9 +56,7 @@ class TrutoSettings(CommonSettings):
     webhook_timeout_s: float = 5.0
     # False: a cancel of a cancelled workflow is Ironclad's 400 INVALID_STATE, passed on as a
     # remote error (our reading, docs/providers.md); True: 200 with the workflow again.
-    # True until the adapter checks the status after a call that may have landed (issue 10);
-    # then False, the realistic answer, becomes the default.
-    idempotent_cancel: bool = True
+    idempotent_cancel: bool = False
 
 
 def signature(secret: str, body: bytes) -> str:

@@ -29,7 +29,6 @@ async def test_truto_cancel_returns_the_cancelled_workflow(
 async def test_truto_repeated_cancel_is_ironclads_invalid_state(
     server: SimulatorServer, sim: Simulator, call: Call
 ) -> None:
-    sim.configure({"truto": {"idempotent_cancel": False}})
     url = f"{server.truto_url}/unified/e-signature/workflows/cancel?integrated_account_id=ia1"
     body = {"id": "wf2", "message": "customer asked"}
     status, first, _ = await call("POST", url, headers=TRUTO, json=body)
@@ -98,7 +97,6 @@ async def test_truto_rejects_bad_calls(
 async def test_truto_remote_errors(
     server: SimulatorServer, sim: Simulator, call: Call, state: str, status: int, code: str
 ) -> None:
-    sim.configure({"truto": {"idempotent_cancel": False}})
     sim.seed_request("truto", "w", state)
     url = f"{server.truto_url}/unified/e-signature/workflows/cancel?integrated_account_id=ia"
     got, body, _ = await call("POST", url, headers=TRUTO, json={"id": "w", "message": "m"})
