@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.integration.conftest import harness, settings_overrides, sim_server
 
@@ -60,6 +60,9 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
     context = await browser.new_context(viewport=LAPTOP)
+    # Generous bounds for a busy two-core machine; each is a limit on waiting, never a pause.
+    context.set_default_timeout(30_000)
+    expect.set_options(timeout=15_000)
     tab = await context.new_page()
     try:
         yield tab
