@@ -46,10 +46,11 @@ def problem(
     detail: str,
     slug: str,
     headers: dict[str, str] | None = None,
-    **extra: Any,
+    extra: dict[str, Any] | None = None,
 ) -> web.Response:
+    """`extra` members never replace the problem's own (type, title, status, detail)."""
     body = {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
-    body.update(extra)
+    body.update({k: v for k, v in (extra or {}).items() if k not in body})
     return web.Response(
         status=status,
         body=orjson.dumps(body),
@@ -61,7 +62,9 @@ def problem(
 def from_error(exc: errors.OrchestratorError) -> web.Response:
     if isinstance(exc, errors.WebhookRejected):
         status, title = _WEBHOOK_STATUS[exc.reason]
-        return problem(status, title, exc.detail, "webhook-rejected", reason=exc.reason.value)
+        return problem(
+            status, title, exc.detail, "webhook-rejected", extra={"reason": exc.reason.value}
+        )
     for kind in type(exc).__mro__:
         if kind in _PROBLEMS:
             status, title, slug = _PROBLEMS[kind]
@@ -69,7 +72,7 @@ def from_error(exc: errors.OrchestratorError) -> web.Response:
     else:
         status, title, slug = 500, "Internal error", "internal"
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
-    return problem(status, title, exc.detail, slug, headers, **exc.extra)
+    return problem(status, title, exc.detail, slug, headers, exc.extra)
 
 
 @web.middleware

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from orchestrator.domain.model import Outcome, Refused, RetryLater, Settled
@@ -72,3 +73,15 @@ def test_a_5xx_may_have_landed(status: int) -> None:
 def test_a_refused_call_did_not_land(status: int) -> None:
     result = classify_cancel(answer(status), message="busy")
     assert isinstance(result, RetryLater) and not result.may_have_landed
+
+
+def test_an_error_extra_never_replaces_a_problem_member() -> None:
+    """A domain error's extra named like a problem member is dropped, never a crash."""
+    from orchestrator import errors
+    from orchestrator.web.problems import from_error
+
+    response = from_error(errors.Conflict("why", status="queued", title="x", shown=1))
+    assert response.status == 409
+    assert response.body is not None
+    body = orjson.loads(response.body)  # type: ignore[arg-type]
+    assert (body["status"], body["title"], body["shown"]) == (409, "Conflict", 1)
