@@ -118,11 +118,11 @@ async def test_storms_at_every_provider(
     finally:
         service.stop()
 
-    rows = await db.fetch("SELECT provider, status, attempts, last_error FROM cancellations")
-    statuses = dict(await db.fetch("SELECT status, count(*) FROM cancellations GROUP BY status"))
-    failures = sorted(
-        {(r["provider"], r["last_error"]["code"]) for r in rows if r["status"] == "failed"}
+    rows = await db.fetch(
+        "SELECT provider, status, attempts, last_error->>'code' AS code FROM cancellations"
     )
+    statuses = dict(await db.fetch("SELECT status, count(*) FROM cancellations GROUP BY status"))
+    failures = sorted({(r["provider"], r["code"]) for r in rows if r["status"] == "failed"})
     early = [
         line
         for name, p in sim.simulator.providers.items()
