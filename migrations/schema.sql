@@ -28,6 +28,7 @@ CREATE TABLE public.cancellations (
     confirm_by timestamp with time zone,
     confirmed_at timestamp with time zone,
     first_sent_at timestamp with time zone,
+    callback_url text,
     CONSTRAINT cancellations_confirmed_via_check CHECK ((confirmed_via = ANY (ARRAY['webhook'::text, 'provider_response'::text, 'reconciliation'::text]))),
     CONSTRAINT cancellations_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'awaiting_confirmation'::text, 'confirmed'::text, 'failed'::text])))
 );
@@ -206,6 +207,24 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION public.enqueue_cancellation(p_id uuid, p_provider text, p_account text, p_resource_id text, p_reason text, p_metadata jsonb, p_params jsonb, p_idempotency_key text, p_request_hash text, p_now timestamp with time zone, p_callback_url text, OUT result text, OUT cancellation public.cancellations) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    answer record;
+BEGIN
+    SELECT * INTO answer
+    FROM enqueue_cancellation(p_id, p_provider, p_account, p_resource_id, p_reason, p_metadata,
+                              p_params, p_idempotency_key, p_request_hash, p_now);
+    result := answer.result;
+    cancellation := answer.cancellation;
+    IF result = 'created' AND p_callback_url IS NOT NULL THEN
+        UPDATE cancellations SET callback_url = p_callback_url WHERE id = p_id
+        RETURNING * INTO cancellation;
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION public.lock_request(p_provider text, p_account text, p_resource_id text) RETURNS void
     LANGUAGE sql
     AS $$
@@ -229,6 +248,16 @@ CREATE FUNCTION public.pause_account(p_account text, p_until timestamp with time
     VALUES (p_account, 0, p_now, p_until)
     ON CONFLICT (account) DO UPDATE
     SET paused_until = greatest(b.paused_until, excluded.paused_until);
+$$;
+
+CREATE FUNCTION public.record_callback_delivery() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO callback_deliveries (id, cancellation_id, url, ended_at, next_attempt_at)
+    VALUES (gen_random_uuid(), NEW.id, NEW.callback_url, NEW.updated_at, NEW.updated_at);
+    RETURN NULL;
+END;
 $$;
 
 CREATE FUNCTION public.record_webhook_event(p_provider text, p_account text, p_dedupe_key text, p_resource_id text, p_event_type text, p_event_time timestamp with time zone, p_effect jsonb, p_decision jsonb, p_payload jsonb, p_now timestamp with time zone, p_skew interval, p_settle boolean) RETURNS text
@@ -337,12 +366,6 @@ BEGIN
 END;
 $$;
 
-CREATE TABLE public.cancellation_counts (
-    status text NOT NULL,
-    shard integer NOT NULL,
-    n bigint NOT NULL
-);
-
 CREATE TABLE public.cancellation_events (
     id bigint NOT NULL,
     cancellation_id uuid NOT NULL,
@@ -360,6 +383,35 @@ ALTER TABLE public.cancellation_events ALTER COLUMN id ADD GENERATED ALWAYS AS I
     NO MINVALUE
     NO MAXVALUE
     CACHE 1
+);
+
+CREATE TABLE public.callback_attempts (
+    id bigint DEFAULT nextval('public.cancellation_events_id_seq'::regclass) NOT NULL,
+    delivery_id uuid NOT NULL,
+    cancellation_id uuid NOT NULL,
+    at timestamp with time zone NOT NULL,
+    cause text NOT NULL,
+    evidence jsonb DEFAULT '{}'::jsonb NOT NULL,
+    CONSTRAINT callback_attempts_cause_check CHECK ((cause = ANY (ARRAY['callback_delivered'::text, 'callback_failed'::text, 'callback_gave_up'::text])))
+);
+
+CREATE TABLE public.callback_deliveries (
+    id uuid NOT NULL,
+    cancellation_id uuid NOT NULL,
+    url text NOT NULL,
+    ended_at timestamp with time zone NOT NULL,
+    state text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone NOT NULL,
+    lease_owner text,
+    finished_at timestamp with time zone,
+    CONSTRAINT callback_deliveries_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'delivered'::text, 'gave_up'::text])))
+);
+
+CREATE TABLE public.cancellation_counts (
+    status text NOT NULL,
+    shard integer NOT NULL,
+    n bigint NOT NULL
 );
 
 CREATE TABLE public.schema_migrations (
@@ -396,6 +448,12 @@ ALTER TABLE public.webhook_inbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTIT
 ALTER TABLE ONLY public.account_budgets
     ADD CONSTRAINT account_budgets_pkey PRIMARY KEY (account);
 
+ALTER TABLE ONLY public.callback_attempts
+    ADD CONSTRAINT callback_attempts_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.callback_deliveries
+    ADD CONSTRAINT callback_deliveries_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY public.cancellation_counts
     ADD CONSTRAINT cancellation_counts_pkey PRIMARY KEY (status, shard);
 
@@ -413,6 +471,12 @@ ALTER TABLE ONLY public.webhook_inbox
 
 ALTER TABLE ONLY public.webhook_inbox
     ADD CONSTRAINT webhook_inbox_provider_dedupe_key_key UNIQUE (provider, dedupe_key);
+
+CREATE INDEX callback_attempts_by_cancellation ON public.callback_attempts USING btree (cancellation_id, id);
+
+CREATE INDEX callback_deliveries_by_cancellation ON public.callback_deliveries USING btree (cancellation_id);
+
+CREATE INDEX callback_deliveries_due ON public.callback_deliveries USING btree (next_attempt_at) WHERE (state = 'pending'::text);
 
 CREATE INDEX cancellation_events_by_cancellation ON public.cancellation_events USING btree (cancellation_id, id);
 
@@ -440,7 +504,18 @@ CREATE INDEX webhook_inbox_pending ON public.webhook_inbox USING btree (provider
 
 CREATE INDEX webhook_inbox_unused ON public.webhook_inbox USING btree (received_at) WHERE (cancellation_id IS NULL);
 
+CREATE TRIGGER callback_on_terminal AFTER UPDATE OF status ON public.cancellations FOR EACH ROW WHEN (((new.callback_url IS NOT NULL) AND (new.status = ANY (ARRAY['confirmed'::text, 'failed'::text])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION public.record_callback_delivery();
+
 CREATE TRIGGER cancellation_changed AFTER UPDATE OF version ON public.cancellations FOR EACH ROW WHEN ((old.version IS DISTINCT FROM new.version)) EXECUTE FUNCTION public.notify_cancellation_changed();
+
+ALTER TABLE ONLY public.callback_attempts
+    ADD CONSTRAINT callback_attempts_cancellation_id_fkey FOREIGN KEY (cancellation_id) REFERENCES public.cancellations(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.callback_attempts
+    ADD CONSTRAINT callback_attempts_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.callback_deliveries(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.callback_deliveries
+    ADD CONSTRAINT callback_deliveries_cancellation_id_fkey FOREIGN KEY (cancellation_id) REFERENCES public.cancellations(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.cancellation_events
     ADD CONSTRAINT cancellation_events_cancellation_id_fkey FOREIGN KEY (cancellation_id) REFERENCES public.cancellations(id) ON DELETE CASCADE;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import tomllib
@@ -157,11 +159,39 @@ class Settings(BaseSettings):
     max_body_bytes: PositiveInt = Field(1_048_576, validation_alias=_env("ORCH_MAX_BODY_BYTES"))
     db_pool_size: PositiveInt = Field(8, validation_alias=_env("ORCH_DB_POOL_SIZE"))
 
+    # Completion callbacks (issue 12): signed per Standard Webhooks with this whsec_ secret.
+    callback_secret: SecretStr | None = Field(None, validation_alias=_env("ORCH_CALLBACK_SECRET"))
+    # Host names a callback_url may name; empty means any.
+    callback_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("ORCH_CALLBACK_HOSTS")
+    )
+    callback_timeout_s: PositiveFloat = Field(5, validation_alias=_env("ORCH_CALLBACK_TIMEOUT_S"))
+    callback_retry_for_s: PositiveFloat = Field(
+        86_400, validation_alias=_env("ORCH_CALLBACK_RETRY_FOR_S")
+    )
+    callback_poll_s: PositiveFloat = Field(1.0, validation_alias=_env("ORCH_CALLBACK_POLL_S"))
+
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(token.strip() for token in value.split(",") if token.strip())
+        return value
+
+    @field_validator("callback_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(
+                host.strip().rstrip(".").lower() for host in value.split(",") if host.strip()
+            )
+        return value
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_webhook_secret(value.get_secret_value())
         return value
 
     @field_validator("log_level")
@@ -234,6 +264,20 @@ class Settings(BaseSettings):
                     )
             accounts = _merge(accounts, extra)
         return accounts
+
+
+def check_webhook_secret(secret: str) -> None:
+    """The Standard Webhooks form: `whsec_` and the base64 of 24 to 64 random bytes. The
+    message never repeats the secret."""
+    body = secret.removeprefix("whsec_")
+    if body == secret:
+        raise ValueError("must be whsec_ followed by base64 (the Standard Webhooks form)")
+    try:
+        key = base64.b64decode(body, validate=True)
+    except binascii.Error:
+        raise ValueError("the part after whsec_ is not valid base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"the key must be 24 to 64 bytes, found {len(key)}")
 
 
 def _check_url(value: str | None) -> str | None:

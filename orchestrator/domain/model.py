@@ -86,6 +86,8 @@ class Cancellation:
     #: When the first attempt was claimed: callbacks older than this (less the allowed
     #: clock skew) cannot be about our cancel.
     first_sent_at: datetime | None
+    #: Where to POST the cancellation once it ends (0007_completion_callbacks.sql).
+    callback_url: str | None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Cancellation:

@@ -19,6 +19,7 @@ from orchestrator.domain.model import Cancellation, Event
 from orchestrator.metrics import Metrics
 from orchestrator.providers import base
 from orchestrator.providers.registry import WEBHOOK_ROUTES, Accounts
+from orchestrator.service.callbacks import CallbackPolicy, check_callback_url
 from orchestrator.service.inputs import (
     EnqueueRequest,
     ListQuery,
@@ -74,6 +75,7 @@ class Service:
         metrics: Metrics,
         *,
         webhooks: WebhookPolicy | None = None,
+        callbacks: CallbackPolicy | None = None,
         on_new_work: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
@@ -82,6 +84,7 @@ class Service:
         self.clock = clock
         self.metrics = metrics
         self.webhooks = webhooks or WebhookPolicy()
+        self.callbacks = callbacks or CallbackPolicy()
         self.on_new_work = on_new_work
 
     # --- callers' use cases -------------------------------------------------------------
@@ -101,6 +104,8 @@ class Service:
         params = provider.validate_params(request.params)
         if problem := provider.check_account(account):
             raise errors.ProviderNotConfigured(problem)
+        if request.callback_url is not None:
+            check_callback_url(request.callback_url, self.callbacks)
         row, created = await self.store.enqueue(
             NewCancellation(
                 provider=request.provider,
@@ -111,6 +116,7 @@ class Service:
                 params=params,
                 idempotency_key=idempotency_key,
                 request_hash=request.request_hash(),
+                callback_url=request.callback_url,
             ),
             self.clock.now(),
         )

@@ -8,6 +8,7 @@ import hashlib
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -21,6 +22,7 @@ IdempotencyKey = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=r"^[!-~]+$")
 ]
 Reason = Annotated[str, StringConstraints(max_length=2000)]
+CallbackUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 
 MAX_PAGE = 200
 #: JSON nested deeper than this is refused: no cancellation needs it, and PostgreSQL's
@@ -54,6 +56,25 @@ def storable(value: Any, where: str = "", depth: int = 0) -> Any:
     return value
 
 
+def check_callback_url(url: str) -> str:
+    """An absolute http(s) URL with a host and no credentials (they would show in the
+    cancellation and its history; the signature is what authenticates a callback)."""
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials")
+    return url
+
+
 def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether parsed JSON nests deeper than `limit` (iterative: no recursion limit)."""
     stack = [(value, 0)]
@@ -79,6 +100,11 @@ class EnqueueRequest(BaseModel):
     reason: Reason | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
+    callback_url: CallbackUrl | None = Field(
+        None,
+        description="an http(s) URL to POST the cancellation to once it is confirmed or "
+        "failed, signed as Standard Webhooks says",
+    )
 
     @field_validator("provider", mode="before")
     @classmethod
@@ -91,11 +117,18 @@ class EnqueueRequest(BaseModel):
     def _storable(cls, value: Any) -> Any:
         return storable(value)
 
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_callback_url(value)
+
     def request_hash(self) -> str:
-        """Identifies the request for Idempotency-Key checks, independent of key order."""
-        return hashlib.sha256(
-            orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-        ).hexdigest()
+        """Identifies the request for Idempotency-Key checks, independent of key order.
+        A request without callback_url hashes as it did before the field existed."""
+        data = self.model_dump(
+            mode="json", exclude={"callback_url"} if self.callback_url is None else None
+        )
+        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 _PROVIDERS = frozenset(p.value for p in ProviderName)

@@ -5,7 +5,7 @@
 -- name: enqueue
 -- Record a cancellation, or find the one that answers this request; one round trip.
 SELECT (e.cancellation).*, e.result
-FROM enqueue_cancellation($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) e;
+FROM enqueue_cancellation($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) e;
 
 -- name: record_webhook_event
 -- Store a verified event once and act on the open cancellation it reports; one round trip.
@@ -30,10 +30,16 @@ LIMIT $6;
 
 -- name: list_events
 -- A cancellation's history, oldest first; no row at all if the cancellation does not exist.
+-- Its callback attempts (0007) are part of it, at the status they were made in: both
+-- tables number their rows from one sequence, so the id orders them.
 SELECT e.id, e.at, e.from_status, e.to_status, e.cause, e.evidence
 FROM cancellations c LEFT JOIN cancellation_events e ON e.cancellation_id = c.id
 WHERE c.id = $1
-ORDER BY e.id;
+UNION ALL
+SELECT a.id, a.at, c.status, c.status, a.cause, a.evidence
+FROM callback_attempts a JOIN cancellations c ON c.id = a.cancellation_id
+WHERE a.cancellation_id = $1
+ORDER BY id;
 
 -- name: counts_by_provider
 -- The dashboard's table: how many cancellations each provider has in each status (retention
@@ -210,3 +216,39 @@ WITH doomed AS (
     DELETE FROM webhook_inbox w USING doomed WHERE w.id = doomed.id RETURNING w.id
 )
 SELECT count(*) FROM deleted;
+
+-- name: claim_callbacks
+-- Completion callbacks (0007): lease up to $2 due deliveries, oldest first, SKIP LOCKED,
+-- until $4 (a worker that dies leaves them due again then); attempts is the fencing token.
+-- Each comes with its cancellation's row, the body to send.
+WITH due AS (
+    SELECT id FROM callback_deliveries
+    WHERE state = 'pending' AND next_attempt_at <= $1
+    ORDER BY next_attempt_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE callback_deliveries d
+    SET attempts = d.attempts + 1, lease_owner = $3, next_attempt_at = $4
+    FROM due WHERE d.id = due.id
+    RETURNING d.id, d.cancellation_id, d.url, d.ended_at, d.attempts
+)
+SELECT claimed.id AS delivery_id, claimed.url AS delivery_url, claimed.ended_at AS ended_at,
+       claimed.attempts AS delivery_attempt, c.*
+FROM claimed JOIN cancellations c ON c.id = claimed.cancellation_id
+ORDER BY claimed.ended_at;
+
+-- name: finish_callback_attempt
+-- Record attempt $2 of delivery $1 (cause $4, evidence $5) and what follows: state $6, and
+-- when pending the next attempt at $7. Nothing if a later claim took the delivery over.
+WITH finished AS (
+    UPDATE callback_deliveries
+    SET state = $6, next_attempt_at = coalesce($7, next_attempt_at), lease_owner = NULL,
+        finished_at = CASE WHEN $6 = 'pending' THEN NULL ELSE $3::timestamptz END
+    WHERE id = $1 AND attempts = $2 AND state = 'pending'
+    RETURNING id, cancellation_id
+), attempt AS (
+    INSERT INTO callback_attempts (delivery_id, cancellation_id, at, cause, evidence)
+    SELECT id, cancellation_id, $3, $4, $5 FROM finished
+)
+SELECT count(*) FROM finished;

@@ -31,6 +31,7 @@ class NewCancellation:
     params: dict[str, Any]
     idempotency_key: str | None
     request_hash: str
+    callback_url: str | None = None
 
 
 class WebhookOutcome(enum.StrEnum):
@@ -107,6 +108,7 @@ class Store:
                 new.idempotency_key,
                 new.request_hash,
                 now,
+                new.callback_url,
             )
         assert record is not None
         result = record["result"]

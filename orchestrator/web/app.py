@@ -14,21 +14,26 @@ import signal
 from collections.abc import AsyncIterator
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from orchestrator import errors
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Settings
+from orchestrator.domain.callbacks import DeliveryPolicy
 from orchestrator.domain.lifecycle import Policy
 from orchestrator.metrics import Metrics
 from orchestrator.providers import registry
 from orchestrator.service import Service, WebhookPolicy
+from orchestrator.service.callbacks import CallbackPolicy
 from orchestrator.store import db
+from orchestrator.store.outbox import Outbox
 from orchestrator.store.repository import Store
-from orchestrator.web import cancellations, keys, ops, ui, webhooks
+from orchestrator.web import cancellations, keys, ops, schemas, ui, webhooks
 from orchestrator.web.auth import bearer_auth_middleware
 from orchestrator.web.problems import problems_middleware
 from orchestrator.web.request_id import request_id_middleware
+from orchestrator.workers.callbacks import CallbackSender
 from orchestrator.workers.dispatcher import DispatchConfig, Dispatcher
 from orchestrator.workers.loop import run_every, supervise
 from orchestrator.workers.sweeper import Sweeper
@@ -130,8 +135,13 @@ def create_app(
                     {"dropbox_sign"} if settings.dropbox_sign_confirm_by == "status" else ()
                 ),
             ),
+            callbacks=CallbackPolicy(
+                enabled=settings.callback_secret is not None,
+                hosts=frozenset(settings.callback_hosts),
+            ),
             on_new_work=dispatcher.wake,
         )
+        sender = callback_sender(app, store)
         if not run_workers:
             yield
             return
@@ -143,9 +153,20 @@ def create_app(
                 name="sweeper",
             ),
         ]
+        if sender is not None:
+            tasks.append(
+                asyncio.create_task(
+                    run_every("callbacks", sender.run_once, settings.callback_poll_s, stopping),
+                    name="callbacks",
+                )
+            )
         for task in tasks:
             supervise(task, on_worker_crash)  # type: ignore[arg-type]
-        log.info("dispatcher %s and sweeper started", dispatcher.owner)
+        log.info(
+            "dispatcher %s, sweeper%s started",
+            dispatcher.owner,
+            " and callbacks" if sender is not None else "",
+        )
         yield
         stopping.set()
         _, pending = await asyncio.wait(tasks, timeout=settings.shutdown_timeout_s)
@@ -155,6 +176,28 @@ def create_app(
             await dispatcher.drain(settings.shutdown_timeout_s)
         except errors.DatabaseUnavailable as exc:
             log.warning("could not release leases at shutdown (%s); they expire by themselves", exc)
+
+    def callback_sender(app: web.Application, store: Store) -> CallbackSender | None:
+        """The completion callbacks' worker, if a signing secret is configured; without one
+        enqueues refuse a callback_url and what the outbox holds waits for a secret."""
+        if settings.callback_secret is None:
+            return None
+        sender = CallbackSender(
+            Outbox(store.pool),
+            app[keys.HTTP],
+            settings.callback_secret.get_secret_value(),
+            lambda row: orjson.dumps(schemas.cancellation_out(row)),
+            DeliveryPolicy(
+                retry_for_s=settings.callback_retry_for_s,
+                backoff_base_s=settings.backoff_base_s,
+                backoff_max_s=settings.backoff_max_s,
+            ),
+            app[keys.CLOCK],
+            timeout_s=settings.callback_timeout_s,
+            lease_s=settings.lease_s,
+        )
+        app[keys.CALLBACKS] = sender
+        return sender
 
     app.cleanup_ctx.extend([database, http_client, workers])
     app.add_routes(cancellations.routes)

@@ -12,6 +12,7 @@ from orchestrator.providers.base import Provider
 from orchestrator.providers.registry import Accounts
 from orchestrator.service import Service
 from orchestrator.store.repository import Store
+from orchestrator.workers.callbacks import CallbackSender
 from orchestrator.workers.dispatcher import Dispatcher
 from orchestrator.workers.sweeper import Sweeper
 
@@ -25,3 +26,5 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 SWEEPER = web.AppKey("sweeper", Sweeper)
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", Service)
+#: Only when ORCH_CALLBACK_SECRET is set: without it no callback is accepted or sent.
+CALLBACKS = web.AppKey("callbacks", CallbackSender)

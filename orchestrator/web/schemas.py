@@ -35,6 +35,7 @@ PUBLIC = (
     "confirm_by",
     "confirmed_at",
     "next_attempt_at",
+    "callback_url",
 )
 
 

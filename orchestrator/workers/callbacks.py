@@ -1,0 +1,154 @@
+"""Delivers completion callbacks from the outbox: at least once, signed, never redirected.
+
+Each pass claims due deliveries with a lease (SKIP LOCKED, so instances share the work),
+POSTs each cancellation to its callback_url signed as Standard Webhooks says, and records
+the attempt: a 2xx ends the delivery, anything else is tried again with backoff until the
+window after the terminal state has passed (domain/callbacks.py decides). The webhook-id
+is the delivery's, the same on every attempt, so receivers can drop repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+import standardwebhooks
+
+from orchestrator.clock import Clock
+from orchestrator.domain import callbacks
+from orchestrator.domain.model import Cancellation
+from orchestrator.store.outbox import Delivery, Outbox
+from orchestrator.workers.dispatcher import worker_id
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "orchestrator-callbacks/1"
+
+
+@dataclass(frozen=True)
+class CallbackReport:
+    delivered: int = 0
+    retrying: int = 0
+    gave_up: int = 0
+    #: Attempts whose lease ran out before they were recorded (another claim took over).
+    lost: int = 0
+
+    @property
+    def attempted(self) -> int:
+        return self.delivered + self.retrying + self.gave_up + self.lost
+
+
+class CallbackSender:
+    def __init__(
+        self,
+        outbox: Outbox,
+        http: aiohttp.ClientSession,
+        secret: str,
+        render: Callable[[Cancellation], bytes],
+        policy: callbacks.DeliveryPolicy,
+        clock: Clock,
+        *,
+        timeout_s: float = 5.0,
+        batch: int = 32,
+        lease_s: float = 90.0,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.http = http
+        self.signer = standardwebhooks.Webhook(secret)
+        self.render = render
+        self.policy = policy
+        self.clock = clock
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.batch = batch
+        # A claim outlives the slowest attempt of its batch (they run side by side).
+        self.lease_s = max(lease_s, timeout_s * 2)
+        self.owner = owner or worker_id()
+        self.rng = rng or random.Random()
+
+    async def run_once(self) -> CallbackReport:
+        """One pass: every due delivery claimed now is attempted once, side by side."""
+        due = await self.outbox.claim(self.clock.now(), self.batch, self.owner, self.lease_s)
+        if not due:
+            return CallbackReport()
+        outcomes = await asyncio.gather(*(self._deliver(d) for d in due))
+        counts = {cause: 0 for cause in callbacks.AttemptCause}
+        lost = 0
+        for cause in outcomes:
+            if cause is None:
+                lost += 1
+            else:
+                counts[cause] += 1
+        return CallbackReport(
+            delivered=counts[callbacks.AttemptCause.DELIVERED],
+            retrying=counts[callbacks.AttemptCause.FAILED],
+            gave_up=counts[callbacks.AttemptCause.GAVE_UP],
+            lost=lost,
+        )
+
+    def sign(self, webhook_id: str, at: datetime, body: bytes) -> dict[str, str]:
+        """The Standard Webhooks headers for `body`, sent at `at`."""
+        timestamp = int(at.timestamp())
+        # The package reads the datetime's fields as UTC whatever its zone: give it UTC.
+        signature = self.signer.sign(
+            webhook_id, datetime.fromtimestamp(timestamp, UTC), body.decode()
+        )
+        return {
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature,
+        }
+
+    async def _deliver(self, delivery: Delivery) -> callbacks.AttemptCause | None:
+        body = self.render(delivery.cancellation)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            **self.sign(delivery.webhook_id, self.clock.now(), body),
+        }
+        answer = await self._post(delivery.url, body, headers)
+        now = self.clock.now()
+        outcome = callbacks.after_attempt(
+            answer, delivery.attempt, delivery.ended_at, now, self.policy, self.rng
+        )
+        if not await self.outbox.finish(delivery, outcome, now):
+            log.warning(
+                "callback %s for %s: lease lost before the attempt was recorded",
+                delivery.webhook_id,
+                delivery.cancellation.id,
+            )
+            return None
+        level = logging.INFO if outcome.state is callbacks.DeliveryState.PENDING else logging.DEBUG
+        if outcome.cause is callbacks.AttemptCause.GAVE_UP:
+            level = logging.WARNING
+        log.log(
+            level,
+            "callback %s for %s, attempt %d: %s (%s)",
+            delivery.webhook_id,
+            delivery.cancellation.id,
+            delivery.attempt,
+            outcome.cause.value,
+            answer.status if answer.status is not None else answer.error,
+        )
+        return outcome.cause
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> callbacks.Answer:
+        try:
+            async with self.http.post(
+                url, data=body, headers=headers, allow_redirects=False, timeout=self.timeout
+            ) as response:
+                if 300 <= response.status < 400:
+                    return callbacks.Answer(
+                        response.status, "redirect not followed: answer the callback URL itself"
+                    )
+                return callbacks.Answer(response.status)
+        except TimeoutError:
+            return callbacks.Answer(error=f"no answer within {self.timeout.total:g}s")
+        except aiohttp.ClientError as exc:
+            return callbacks.Answer(error=f"{type(exc).__name__}: {exc}"[:500])
