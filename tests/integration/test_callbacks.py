@@ -8,9 +8,11 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,6 +20,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
 
 from orchestrator.clock import ManualClock
 from orchestrator.simulator.app import SimulatorServer
@@ -396,3 +399,35 @@ async def test_a_restart_between_the_end_and_the_delivery_still_delivers(
             await asyncio.sleep(0.02)
     await second.close()
     assert crashes == []
+
+
+# --- the README's example ------------------------------------------------------------------
+
+
+def readme_verify(repo_root: Path) -> Callable[..., bool]:
+    text = (repo_root / "README.md").read_text()
+    start = text.index("### Completion callbacks")
+    part = text[start : text.find("\n## ", start)]
+    (code,) = re.findall(r"```python\n(.*?)```", part, re.DOTALL)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # the README's own example
+    verify: Callable[..., bool] = namespace["verify"]
+    return verify
+
+
+async def test_the_readmes_verification_example_accepts_a_real_callback(
+    harness: Harness, receiver: Receiver, repo_root: Path
+) -> None:
+    verify = readme_verify(repo_root)
+    created = await harness.enqueue("sr-cb-readme", callback_url=receiver.url())
+    await abandon(harness, created["id"])
+    await deliver(harness)
+    (got,) = receiver.received
+    headers = CIMultiDict(got.headers)
+    assert verify(SECRET, headers, got.body)
+    assert not verify(SECRET, headers, got.body.replace(b"failed", b"confirmed"))
+    other = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    assert not verify(other, headers, got.body)
+    stale = CIMultiDict(headers)
+    stale["webhook-timestamp"] = str(int(headers["webhook-timestamp"]) - 301)
+    assert not verify(SECRET, stale, got.body)
