@@ -60,6 +60,13 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.callback_attempts = Counter(
+            "orchestrator_callback_attempts_total",
+            "Completion callback attempts, by cause (callback_delivered, callback_failed, "
+            "callback_gave_up)",
+            ["cause"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

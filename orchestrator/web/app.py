@@ -195,6 +195,7 @@ def create_app(
             app[keys.CLOCK],
             timeout_s=settings.callback_timeout_s,
             lease_s=settings.lease_s,
+            metrics=metrics,
         )
         app[keys.CALLBACKS] = sender
         return sender

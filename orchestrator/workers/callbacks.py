@@ -22,6 +22,7 @@ import standardwebhooks
 from orchestrator.clock import Clock
 from orchestrator.domain import callbacks
 from orchestrator.domain.model import Cancellation
+from orchestrator.metrics import Metrics
 from orchestrator.store.outbox import Delivery, Outbox
 from orchestrator.workers.dispatcher import worker_id
 
@@ -58,6 +59,7 @@ class CallbackSender:
         lease_s: float = 90.0,
         owner: str | None = None,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.outbox = outbox
         self.http = http
@@ -71,6 +73,7 @@ class CallbackSender:
         self.lease_s = max(lease_s, timeout_s * 2)
         self.owner = owner or worker_id()
         self.rng = rng or random.Random()
+        self.metrics = metrics or Metrics()
 
     async def run_once(self) -> CallbackReport:
         """One pass: every due delivery claimed now is attempted once, side by side."""
@@ -124,6 +127,7 @@ class CallbackSender:
                 delivery.cancellation.id,
             )
             return None
+        self.metrics.callback_attempts.labels(outcome.cause.value).inc()
         level = logging.INFO if outcome.state is callbacks.DeliveryState.PENDING else logging.DEBUG
         if outcome.cause is callbacks.AttemptCause.GAVE_UP:
             level = logging.WARNING
