@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator import errors
+from orchestrator import errors, logs
 from orchestrator.clock import Clock
 from orchestrator.domain import lifecycle
 from orchestrator.domain.model import Cancellation, Event
@@ -209,13 +209,14 @@ class Service:
         self.metrics.webhooks.labels(provider.name, outcome.value).inc()
         if outcome is WebhookOutcome.CHECK:
             self.on_new_work()
-        log.debug(
-            "webhook %s %s for %s: %s",
-            provider.name,
-            event.event_type,
-            event.resource_id or "-",
-            outcome.value,
-        )
+        with logs.bind(provider=provider.name, resource_id=event.resource_id):
+            log.debug(
+                "webhook %s %s for %s: %s",
+                provider.name,
+                event.event_type,
+                event.resource_id or "-",
+                outcome.value,
+            )
         return provider.webhook_ack, outcome
 
     # --- operators' use cases -----------------------------------------------------------
@@ -243,6 +244,15 @@ class Service:
                 "the cancellation changed while the action was being applied; look again"
             )
         self.metrics.transitions.labels(applied.status, decision.cause).inc()
+        with logs.bind(cancellation_id=row.id, provider=row.provider, resource_id=row.resource_id):
+            log.info(
+                "%s by %s: %s -> %s (%s)",
+                decision.cause,
+                decision.evidence.get("by", "?"),
+                row.status,
+                applied.status,
+                decision.evidence.get("reason", ""),
+            )
         return applied
 
     # --- the service itself -------------------------------------------------------------

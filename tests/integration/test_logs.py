@@ -173,7 +173,7 @@ async def test_text_format_stays_readable(harness: Harness, log_output: StartLog
     (line,) = [line for line in stream.getvalue().splitlines() if "webhook truto" in line]
     assert re.fullmatch(
         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} DEBUG orchestrator\.service\.cancellations:"
-        r" webhook truto record:updated for -: \w+ \[request_id=req-text\]",
+        r" webhook truto record:updated for -: \w+ \[request_id=req-text provider=truto\]",
         line,
     ), line
 
@@ -252,3 +252,27 @@ async def test_every_line_serve_writes_is_json_when_not_on_a_terminal(
     assert about
     assert all(line["resource_id"] == "log-serve-1" for line in about)
     print(f"\nsample JSON lines from serve:\n{chr(10).join(log.read_text().splitlines()[:12])}")
+
+
+async def test_lines_about_a_cancellation_carry_its_id_provider_and_resource(
+    harness: Harness, log_output: StartLogs
+) -> None:
+    """The dispatcher's, the webhook's and an operator action's lines all name it."""
+    stream = log_output("json")
+    created = await harness.enqueue("sr-log-ctx")
+    harness.sim.configure({"dropbox_sign": {"drop_callback_rate": 1.0}})
+    await harness.dispatch()
+    await harness.client.post(
+        f"/v1/cancellations/{created['id']}/abandon", json={"reason": "logged"}
+    )
+    lines = json_lines(stream.getvalue())
+    about = [line for line in lines if line.get("resource_id") == "sr-log-ctx"]
+    assert {line["logger"] for line in about} >= {
+        "orchestrator.workers.dispatcher",
+        "orchestrator.service.cancellations",
+    }
+    action = [line for line in about if line["message"].startswith("abandoned by")]
+    assert len(action) == 1
+    assert action[0]["cancellation_id"] == created["id"]
+    assert action[0]["provider"] == "dropbox_sign"
+    assert "logged" in action[0]["message"]
