@@ -131,6 +131,7 @@ class Settings(BaseSettings):
 
     confirm_timeout_s: PositiveFloat = Field(3600, validation_alias=_env("ORCH_CONFIRM_TIMEOUT_S"))
     sweep_interval_s: PositiveFloat = Field(30, validation_alias=_env("ORCH_SWEEP_INTERVAL_S"))
+    metrics_interval_s: PositiveFloat = Field(15, validation_alias=_env("ORCH_METRICS_INTERVAL_S"))
     retry_for_s: PositiveFloat = Field(259_200, validation_alias=_env("ORCH_RETRY_FOR_S"))
     max_attempts: NonNegativeInt = Field(0, validation_alias=_env("ORCH_MAX_ATTEMPTS"))
     max_provider_wait_s: PositiveFloat = Field(

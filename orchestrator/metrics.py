@@ -1,8 +1,24 @@
-"""Prometheus metrics (prometheus-client), one registry per app so tests can run several."""
+"""Prometheus metrics (prometheus-client), one registry per app so tests can run several.
+
+Labels are bounded sets (provider, status, outcome, cause, reason), never an id. The gauges
+of open cancellations describe the whole database, not this process: workers/gauges.py
+reads them on an interval, so every instance reports the same values (aggregate with max).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from orchestrator.domain.model import Cancellation, Outcome, ProviderName, Status
+from orchestrator.store.repository import OpenCount
+
+#: Enqueue to terminal status: a second to three days (ORCH_RETRY_FOR_S's default).
+TIME_TO_TERMINAL_BUCKETS = (
+    1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400, 172800, 259200,
+)  # fmt: skip
 
 
 class Metrics:
@@ -67,6 +83,88 @@ class Metrics:
             ["cause"],
             registry=self.registry,
         )
+
+        self.time_to_terminal = Histogram(
+            "orchestrator_time_to_terminal_seconds",
+            "Seconds from enqueue to a terminal status, by provider, status and outcome"
+            " (none: failed without one), observed by the instance that recorded the end",
+            ["provider", "status", "outcome"],
+            buckets=TIME_TO_TERMINAL_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "orchestrator_queue_depth",
+            "Queued cancellations by provider, due now or later (database-wide, read on an"
+            " interval)",
+            ["provider", "due"],
+            registry=self.registry,
+        )
+        self.sending = Gauge(
+            "orchestrator_sending",
+            "Cancellations leased to a worker by provider (database-wide, read on an interval)",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.leases_expired = Gauge(
+            "orchestrator_leases_expired",
+            "Leased cancellations whose lease ran out, by provider, until the sweeper requeues"
+            " them (database-wide, read on an interval)",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.awaiting_confirmation = Gauge(
+            "orchestrator_awaiting_confirmation",
+            "Cancellations sent and awaiting the provider's confirmation, by provider"
+            " (database-wide, read on an interval)",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.overdue = Gauge(
+            "orchestrator_confirmation_overdue",
+            "Cancellations awaiting confirmation past their confirm_by, by provider, until the"
+            " sweeper requeues them (database-wide, read on an interval)",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.gauges_read_at = Gauge(
+            "orchestrator_gauges_read_timestamp_seconds",
+            "When the database-wide gauges were last read (Unix time); stale if it lags",
+            registry=self.registry,
+        )
+
+    def ended(self, row: Cancellation) -> None:
+        """Observe the time to terminal of a row this process just moved to a terminal status."""
+        if row.status.is_terminal:
+            self.ended_at(row.provider, row.status, row.outcome, row.created_at, row.updated_at)
+
+    def ended_at(
+        self,
+        provider: str,
+        status: Status,
+        outcome: Outcome | None,
+        created_at: datetime,
+        ended_at: datetime,
+    ) -> None:
+        self.time_to_terminal.labels(provider, status.value, outcome or "none").observe(
+            max(0.0, (ended_at - created_at).total_seconds())
+        )
+
+    def set_open_counts(self, counts: Iterable[OpenCount], now: datetime) -> None:
+        """Every provider's gauges, zero where the database has no row (series never vanish)."""
+        values: dict[tuple[str, Status], OpenCount] = {(c.provider, c.status): c for c in counts}
+        for provider in ProviderName:
+            queued = values.get((provider, Status.QUEUED))
+            sending = values.get((provider, Status.SENDING))
+            awaiting = values.get((provider, Status.AWAITING_CONFIRMATION))
+            self.queue_depth.labels(provider, "now").set(queued.due if queued else 0)
+            self.queue_depth.labels(provider, "later").set(
+                queued.count - queued.due if queued else 0
+            )
+            self.sending.labels(provider).set(sending.count if sending else 0)
+            self.leases_expired.labels(provider).set(sending.due if sending else 0)
+            self.awaiting_confirmation.labels(provider).set(awaiting.count if awaiting else 0)
+            self.overdue.labels(provider).set(awaiting.due if awaiting else 0)
+        self.gauges_read_at.set(now.timestamp())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

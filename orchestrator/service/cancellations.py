@@ -200,13 +200,20 @@ class Service:
             self.metrics.webhooks.labels(provider.name, "rejected").inc()
             self.metrics.webhook_rejections.labels(provider.name, exc.reason.value).inc()
             raise
-        outcome = await self.store.record_webhook(
+        now = self.clock.now()
+        recorded = await self.store.record_webhook(
             event,
-            self.clock.now(),
+            now,
             skew_s=self.webhooks.clock_skew_s,
             settle=provider.name not in self.webhooks.confirm_by_status,
         )
+        outcome = recorded.outcome
         self.metrics.webhooks.labels(provider.name, outcome.value).inc()
+        if recorded.settled_created_at is not None and event.effect is not None:
+            ended = lifecycle.from_webhook(event.effect)
+            self.metrics.ended_at(
+                provider.name, ended.status, ended.outcome, recorded.settled_created_at, now
+            )
         if outcome is WebhookOutcome.CHECK:
             self.on_new_work()
         with logs.bind(provider=provider.name, resource_id=event.resource_id):
@@ -244,6 +251,7 @@ class Service:
                 "the cancellation changed while the action was being applied; look again"
             )
         self.metrics.transitions.labels(applied.status, decision.cause).inc()
+        self.metrics.ended(applied)
         with logs.bind(cancellation_id=row.id, provider=row.provider, resource_id=row.resource_id):
             log.info(
                 "%s by %s: %s -> %s (%s)",

@@ -9,7 +9,17 @@ FROM enqueue_cancellation($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) e;
 
 -- name: record_webhook_event
 -- Store a verified event once and act on the open cancellation it reports; one round trip.
-SELECT record_webhook_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);
+-- When the event settled it, also that cancellation's created_at (for the time-to-terminal
+-- histogram): the statement's snapshot predates the function's update, so the row still
+-- reads open here, and the lookup is one probe of cancellations_one_open.
+SELECT r.outcome, settled.created_at
+FROM record_webhook_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) AS r(outcome)
+LEFT JOIN LATERAL (
+    SELECT created_at FROM cancellations
+    WHERE r.outcome = 'applied'
+      AND provider = $1 AND account = $2 AND resource_id = $4
+      AND status IN ('queued', 'sending', 'awaiting_confirmation')
+) settled ON true;
 
 -- name: apply_decision
 -- Carry out one transition if the row's version is still $2; no row if the fence held.
@@ -152,6 +162,20 @@ SELECT
      WHERE status = 'awaiting_confirmation' AND confirm_by <= $1) AS overdue,
     (SELECT max(confirmed_at) FROM cancellations WHERE confirmed_at IS NOT NULL)
         AS last_confirmed_at;
+
+-- name: open_counts
+-- The metrics' gauges, read on an interval (workers/gauges.py): open rows by provider and
+-- status, and how many of them are due ($1): queued rows whose attempt is due, leases that
+-- ran out, confirmations overdue. Each branch reads one status's partial index.
+SELECT provider, 'queued' AS status, count(*) AS n,
+       count(*) FILTER (WHERE next_attempt_at <= $1) AS due
+FROM cancellations WHERE status = 'queued' GROUP BY provider
+UNION ALL
+SELECT provider, 'sending', count(*), count(*) FILTER (WHERE lease_expires_at <= $1)
+FROM cancellations WHERE status = 'sending' GROUP BY provider
+UNION ALL
+SELECT provider, 'awaiting_confirmation', count(*), count(*) FILTER (WHERE confirm_by <= $1)
+FROM cancellations WHERE status = 'awaiting_confirmation' GROUP BY provider;
 
 -- name: fold_counts
 -- Fold per-backend counter shards into shard 0; rows a live transaction holds are skipped.

@@ -41,6 +41,23 @@ class WebhookOutcome(enum.StrEnum):
     CHECK = "check"
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookRecorded:
+    outcome: WebhookOutcome
+    #: When the cancellation the event settled was enqueued (APPLIED only).
+    settled_created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCount:
+    """Open cancellations of one provider in one status, and how many of them are due."""
+
+    provider: str
+    status: Status
+    count: int
+    due: int
+
+
 def effect_to_json(effect: Settled) -> dict[str, Any]:
     return {
         "outcome": effect.outcome.value,
@@ -194,6 +211,12 @@ class Store:
             records = await self.pool.fetch(Q["recent_failures"], limit)
         return [Cancellation.from_row(r) for r in records]
 
+    async def open_counts(self, now: datetime) -> list[OpenCount]:
+        """Open rows by provider and status; `due` as of `now` (queries.sql, open_counts)."""
+        async with translate_errors():
+            records = await self.pool.fetch(Q["open_counts"], now)
+        return [OpenCount(r["provider"], Status(r["status"]), r["n"], r["due"]) for r in records]
+
     async def schema_version(self) -> int | None:
         async with translate_errors(), self.pool.acquire(timeout=2) as conn:
             return await migrations.current_version(conn)
@@ -257,7 +280,7 @@ class Store:
 
     async def record_webhook(
         self, event: WebhookEvent, now: datetime, *, skew_s: float, settle: bool
-    ) -> WebhookOutcome:
+    ) -> WebhookRecorded:
         """Store a verified event once and act on the open cancellation it reports, if any.
 
         The event settles that cancellation only if `settle` and it is no older than the
@@ -272,7 +295,7 @@ class Store:
             datetime.fromtimestamp(event.event_time, UTC) if event.event_time is not None else None
         )
         async with translate_errors():
-            outcome = await self.pool.fetchval(
+            record = await self.pool.fetchrow(
                 Q["record_webhook_event"],
                 event.provider,
                 event.account,
@@ -287,7 +310,8 @@ class Store:
                 timedelta(seconds=skew_s),
                 settle,
             )
-        return WebhookOutcome(outcome)
+        assert record is not None
+        return WebhookRecorded(WebhookOutcome(record["outcome"]), record["created_at"])
 
     # --- retention ----------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from orchestrator.web.problems import problems_middleware
 from orchestrator.web.request_id import request_id_middleware
 from orchestrator.workers.callbacks import CallbackSender
 from orchestrator.workers.dispatcher import DispatchConfig, Dispatcher
+from orchestrator.workers.gauges import GaugeReader
 from orchestrator.workers.loop import run_every, supervise
 from orchestrator.workers.sweeper import Sweeper
 
@@ -122,6 +123,7 @@ def create_app(
         )
         app[keys.DISPATCHER] = dispatcher
         app[keys.SWEEPER] = sweeper
+        app[keys.GAUGES] = gauges = GaugeReader(store, app[keys.CLOCK], metrics)
         app[keys.SERVICE] = Service(
             store,
             app[keys.PROVIDERS],
@@ -152,6 +154,10 @@ def create_app(
                 run_every("sweeper", sweeper.run_once, settings.sweep_interval_s, stopping),
                 name="sweeper",
             ),
+            asyncio.create_task(
+                run_every("gauges", gauges.run_once, settings.metrics_interval_s, stopping),
+                name="gauges",
+            ),
         ]
         if sender is not None:
             tasks.append(
@@ -163,7 +169,7 @@ def create_app(
         for task in tasks:
             supervise(task, on_worker_crash)  # type: ignore[arg-type]
         log.info(
-            "dispatcher %s, sweeper%s started",
+            "dispatcher %s, sweeper, gauge reader%s started",
             dispatcher.owner,
             " and callbacks" if sender is not None else "",
         )

@@ -14,6 +14,7 @@ from orchestrator.service import Service
 from orchestrator.store.repository import Store
 from orchestrator.workers.callbacks import CallbackSender
 from orchestrator.workers.dispatcher import Dispatcher
+from orchestrator.workers.gauges import GaugeReader
 from orchestrator.workers.sweeper import Sweeper
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -24,6 +25,7 @@ STORE = web.AppKey("store", Store)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 SWEEPER = web.AppKey("sweeper", Sweeper)
+GAUGES = web.AppKey("gauges", GaugeReader)
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", Service)
 #: Only when ORCH_CALLBACK_SECRET is set: without it no callback is accepted or sent.

@@ -194,6 +194,7 @@ class Dispatcher:
             )
         else:
             self.metrics.transitions.labels(applied.status, decision.cause).inc()
+            self.metrics.ended(applied)
             log.debug("cancellation %s → %s (%s)", row.id, applied.status, decision.cause)
 
     async def _record(

@@ -134,7 +134,7 @@ def canceled(resource_id: str, key: str, at: datetime) -> WebhookEvent:
 
 
 async def record(store: Store, event: WebhookEvent, now: datetime) -> WebhookOutcome:
-    return await store.record_webhook(event, now, skew_s=300, settle=True)
+    return (await store.record_webhook(event, now, skew_s=300, settle=True)).outcome
 
 
 async def test_a_settling_event_is_stored_once_and_linked_to_what_it_used(
