@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test test-faults run demo demo-soak lint clean schema
+.PHONY: install test test-faults test-api run demo demo-soak lint clean schema
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ test: $(STAMP)
 
 test-faults: $(STAMP)
 	$(PY) -m pytest -m slow
+
+# schemathesis (every check, every phase) against the service started by tests/api/run.py,
+# with a token; schemathesis.toml says how much; about two minutes in all.
+test-api: $(STAMP)
+	$(PY) -m tests.api.run
 
 run: $(STAMP)
 	$(VENV)/bin/orchestrator serve

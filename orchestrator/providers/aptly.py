@@ -36,6 +36,7 @@ def _message(answer: base.Answer) -> str:
 
 class Aptly(base.Provider):
     name = "aptly"
+    params_model = AptlyParams
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         parsed = base.parse_params(AptlyParams, params, self.name)

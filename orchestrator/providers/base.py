@@ -257,6 +257,9 @@ class Provider(abc.ABC):
     name: ClassVar[str]
     #: Path segments under /webhooks/ that route to this adapter.
     webhook_names: ClassVar[tuple[str, ...]] = ()
+    #: What an enqueue's `params` must be (validate_params), for the API description; None:
+    #: the provider takes no params.
+    params_model: ClassVar[type[BaseModel] | None] = None
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Check the provider-specific `params` of an enqueue; raise InvalidRequest if wrong."""

@@ -77,6 +77,7 @@ def _error_fields(answer: base.Answer) -> tuple[str, str, dict[str, Any] | None]
 class Truto(base.Provider):
     name = "truto"
     webhook_names = ("truto",)
+    params_model = TrutoParams
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         return base.parse_params(TrutoParams, params, self.name).model_dump()

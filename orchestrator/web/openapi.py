@@ -7,12 +7,15 @@ operation uses which, so the description cannot drift from what the service acce
 
 from __future__ import annotations
 
+import copy
 import functools
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from orchestrator.providers import registry
 from orchestrator.service.inputs import ActionRequest, EnqueueRequest, ListQuery
 from orchestrator.web import schemas
 
@@ -126,9 +129,119 @@ def _action(summary: str, operation_id: str, done: str) -> dict[str, Any]:
     }
 
 
+#: What `storable` (service/inputs.py) lets into a free-form object (metadata, params):
+#: integers within 64 bits, finite numbers, any nesting. JSON Schema's `integer` is every
+#: integral number, so an integral float past 64 bits (1e30) is accepted yet described as not.
+_JSON_VALUE = {
+    "description": "Any JSON value PostgreSQL's jsonb and our encoder hold",
+    "anyOf": [
+        {"type": "string"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+        {"type": "number", "not": {"type": "integer"}},
+        {"type": "array", "items": _ref("JsonValue")},
+        {"type": "object", "additionalProperties": _ref("JsonValue")},
+    ],
+}
+
+
+def _free_form_values(schema: dict[str, Any]) -> None:
+    """Each free-form object property of `schema` holds JsonValues."""
+    for prop in schema.get("properties", {}).values():
+        if prop.get("type") == "object" and prop.get("additionalProperties") is True:
+            prop["additionalProperties"] = _ref("JsonValue")
+
+
+#: One realistic enqueue per provider: for readers, and for schemathesis's examples phase.
+_EXAMPLES: dict[str, dict[str, Any]] = {
+    "dropbox_sign": {
+        "provider": "dropbox_sign",
+        "resource_id": "fa5c8a0b0f492d768749333ad6fcc214c111e967",
+        "reason": "the deal fell through",
+    },
+    "truto": {
+        "provider": "truto",
+        "resource_id": "5b2c1e0a-9d3f-4f6e-8a7b-1c2d3e4f5a6b",
+        "params": {
+            "integrated_account_id": "62f44730-dd91-461e-bd6a-aedd9e0ad79d",
+            "message": "Cancelled: the deal fell through",
+        },
+    },
+    "aptly": {
+        "provider": "aptly",
+        "resource_id": "3f2b6c1e-8a4d-4c59-9e0f-2d7b1a6c5e43",
+        "params": {"status": "Cancelled"},
+    },
+}
+
+
+def _enqueue_variants(components: dict[str, Any], served: Iterable[str] | None) -> dict[str, Any]:
+    """CancellationIn as one variant per provider, told apart by `provider`: each with its
+    own `params` (the adapter's params_model) and, when `served` ("provider:account") is
+    given, only the accounts this instance can send through."""
+    base = components.pop("EnqueueRequest")
+    _free_form_values(base)
+    accounts: dict[str, list[str]] | None = None
+    if served is not None:
+        accounts = {}
+        for key in served:
+            provider_name, _, account = key.partition(":")
+            accounts.setdefault(provider_name, []).append(account)
+    variants = {}
+    for name, provider in registry.PROVIDERS.items():
+        if accounts is not None and name not in accounts:
+            continue  # nothing to send it through: an enqueue would be refused
+        variant = copy.deepcopy(base)
+        variant["title"] = f"CancellationIn ({name})"
+        if name in _EXAMPLES:
+            variant["examples"] = [_EXAMPLES[name]]
+        properties = variant["properties"]
+        properties["provider"] = {"type": "string", "const": name}
+        model = provider.params_model
+        if model is None:
+            properties["params"] = {
+                "type": "object",
+                "maxProperties": 0,
+                "description": f"{name} takes no params",
+            }
+        else:
+            properties["params"] = _ref(model.__name__)
+            if model.model_json_schema().get("required"):
+                variant["required"] = [*variant["required"], "params"]
+        if accounts is not None:
+            names = sorted(accounts[name])
+            properties["account"] = {**properties["account"], "enum": names}
+            if properties["account"].get("default") not in names:
+                properties["account"].pop("default", None)
+                variant["required"] = [*variant["required"], "account"]
+        variants[f"CancellationIn_{name}"] = variant
+    if not variants:  # no account served at all: describe the shape, every enqueue fails
+        variants["CancellationIn_any"] = base
+    refs = {key.removeprefix("CancellationIn_"): _ref(key) for key in variants}
+    return {
+        **variants,
+        "CancellationIn": {
+            "oneOf": list(refs.values()),
+            "discriminator": {
+                "propertyName": "provider",
+                "mapping": {provider: ref["$ref"] for provider, ref in refs.items()},
+            },
+        },
+    }
+
+
+def build(served: Iterable[str] | None = None) -> dict[str, Any]:
+    """The description; `served` ("provider:account") narrows each provider's accounts to
+    those this instance can send through, and leaves out a provider it cannot."""
+    return _build(None if served is None else tuple(sorted(served)))
+
+
 @functools.cache
-def build() -> dict[str, Any]:
+def _build(served: tuple[str, ...] | None) -> dict[str, Any]:
+    params_models = {p.params_model for p in registry.PROVIDERS.values() if p.params_model}
     models: list[tuple[type[BaseModel], Any]] = [
+        *((model, "validation") for model in sorted(params_models, key=lambda m: m.__name__)),
         (EnqueueRequest, "validation"),
         (ActionRequest, "validation"),
         (schemas.CancellationOut, "serialization"),
@@ -140,7 +253,11 @@ def build() -> dict[str, Any]:
     _, definitions = models_json_schema(models, ref_template=_REF)
     components = definitions["$defs"]
     list_query = components.pop("ListQuery")
-    components["CancellationIn"] = components.pop("EnqueueRequest")
+    components["JsonValue"] = _JSON_VALUE
+    for model in params_models:
+        _free_form_values(components[model.__name__])
+    components["ActionRequest"]["examples"] = [{"reason": "signed on paper; nothing to cancel"}]
+    components.update(_enqueue_variants(components, served))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -261,17 +378,50 @@ def build() -> dict[str, Any]:
             "/webhooks/{provider}": {
                 "post": {
                     "operationId": "receiveWebhook",
-                    "summary": "Provider callbacks (dropbox_sign, hellosign, truto)",
+                    "summary": "Provider callbacks, signed by the provider (no bearer token)",
                     "parameters": [
                         {
                             "name": "provider",
                             "in": "path",
                             "required": True,
+                            "schema": {"type": "string", "enum": sorted(registry.WEBHOOK_ROUTES)},
+                        },
+                        {
+                            "name": "X-Truto-Signature",
+                            "in": "header",
+                            "description": "Truto: format=sha256,v=<HMAC of the raw body>",
                             "schema": {"type": "string"},
-                        }
+                        },
                     ],
+                    "requestBody": {
+                        "required": True,
+                        "description": "The provider's own event format, signed by it (Dropbox"
+                        " Sign: event.event_hash; Truto: X-Truto-Signature)",
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "additionalProperties": True}
+                            },
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["json"],
+                                    "properties": {
+                                        "json": {
+                                            "type": "string",
+                                            "contentMediaType": "application/json",
+                                            "description": "Dropbox Sign's default: the event"
+                                            " JSON in a form field",
+                                        }
+                                    },
+                                }
+                            },
+                        },
+                    },
                     "responses": {
-                        "200": {"description": "Stored (the provider's expected acknowledgement)"},
+                        "200": {
+                            "description": "Stored (the provider's expected acknowledgement)",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
                         "400": _problem("Malformed"),
                         "401": _problem("Signature invalid, or a stale event"),
                         "404": _problem("No such webhook endpoint"),

@@ -26,7 +26,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/openapi.json")
 async def openapi_json(request: web.Request) -> web.Response:
-    return json_response(openapi.build())
+    return json_response(openapi.build(request.app[keys.SERVICE].served_accounts()))
 
 
 @routes.get("/metrics")

@@ -24,6 +24,19 @@ async def test_openapi_is_valid_and_complete(harness: Harness) -> None:
         served.add(re.sub(r"\{(\w+)\}", r"{\1}", path))
     documented = set(spec["paths"])
     assert served == documented, served ^ documented
-    enqueue = spec["components"]["schemas"]["CancellationIn"]
-    assert enqueue["additionalProperties"] is False
-    assert set(enqueue["required"]) == {"provider", "resource_id"}
+    schemas = spec["components"]["schemas"]
+    variants = {
+        name: schemas[ref["$ref"].rsplit("/", 1)[1]]
+        for name, ref in zip(
+            schemas["CancellationIn"]["discriminator"]["mapping"],
+            schemas["CancellationIn"]["oneOf"],
+            strict=True,
+        )
+    }
+    assert set(variants) == {"dropbox_sign", "truto", "aptly"}
+    for provider, enqueue in variants.items():
+        assert enqueue["additionalProperties"] is False
+        assert enqueue["properties"]["provider"]["const"] == provider
+        assert enqueue["properties"]["account"]["enum"] == ["default"]
+        required = {"provider", "resource_id"} | ({"params"} if provider == "truto" else set())
+        assert set(enqueue["required"]) == required
