@@ -29,7 +29,7 @@ from orchestrator.service.callbacks import CallbackPolicy
 from orchestrator.store import db
 from orchestrator.store.outbox import Outbox
 from orchestrator.store.repository import Store
-from orchestrator.web import cancellations, keys, ops, schemas, ui, webhooks
+from orchestrator.web import cancellations, docs, keys, ops, schemas, ui, webhooks
 from orchestrator.web.auth import bearer_auth_middleware
 from orchestrator.web.problems import problems_middleware
 from orchestrator.web.request_id import request_id_middleware
@@ -210,5 +210,6 @@ def create_app(
     app.add_routes(cancellations.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(ops.routes)
+    app.add_routes(docs.routes)
     ui.setup(app, settings)
     return app

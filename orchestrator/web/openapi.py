@@ -17,7 +17,7 @@ from pydantic.json_schema import models_json_schema
 
 from orchestrator.providers import registry
 from orchestrator.service.inputs import ActionRequest, EnqueueRequest, ListQuery
-from orchestrator.web import schemas
+from orchestrator.web import docs, schemas
 
 _REF = "#/components/schemas/{model}"
 
@@ -453,6 +453,32 @@ def _build(served: tuple[str, ...] | None) -> dict[str, Any]:
                 "get": {
                     "summary": "This description",
                     "responses": {"200": {"description": "json"}},
+                }
+            },
+            "/docs": {
+                "get": {
+                    "summary": "This description rendered by Swagger UI (served here, no CDN)",
+                    "responses": {"200": {"description": "html", "content": {"text/html": {}}}},
+                }
+            },
+            "/docs/{asset}": {
+                "get": {
+                    "summary": "A file the /docs page loads",
+                    "parameters": [
+                        {
+                            "name": "asset",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": list(docs.ASSETS)},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the file",
+                            "content": {media: {} for media in docs.ASSETS.values()},
+                        },
+                        "404": _problem("Not one of the page's files"),
+                    },
                 }
             },
         },
