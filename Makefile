@@ -48,6 +48,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check orchestrator tests
 	$(VENV)/bin/ruff format --check orchestrator tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # migrations/schema.sql: the whole schema after every migration, for reading (after a new migration).
 schema: $(STAMP)

@@ -1,4 +1,5 @@
-"""`make lint` as part of the suite: ruff (lint and format) and mypy --strict stay clean."""
+"""`make lint` as part of the suite: ruff (lint and format) and mypy --strict stay clean, and
+the import contracts of pyproject.toml (import-linter; docs/architecture.md) hold."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ TOOLS = {
     "ruff check": [sys.executable, "-m", "ruff", "check", "orchestrator", "tests"],
     "ruff format": [sys.executable, "-m", "ruff", "format", "--check", "orchestrator", "tests"],
     "mypy": [sys.executable, "-m", "mypy"],
+    "import contracts": [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
 }
 
 
