@@ -53,6 +53,10 @@ def storable(value: Any, where: str = "", depth: int = 0) -> Any:
     elif isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(f"{where or 'value'} is not a finite number")
+        # JSON Schema cannot tell 1e30 from a 31-digit integer, so the description bounds
+        # every number alike (web/openapi.py, JsonValue): no float past the integers' range.
+        if not -_INT64 <= value < _INT64:
+            raise ValueError(f"{where or 'value'} is a number beyond the 64-bit integer range")
     elif isinstance(value, dict):
         for key, item in value.items():
             storable(key, f"a key in {where or 'object'}", depth + 1)

@@ -129,17 +129,16 @@ def _action(summary: str, operation_id: str, done: str) -> dict[str, Any]:
     }
 
 
-#: What `storable` (service/inputs.py) lets into a free-form object (metadata, params):
-#: integers within 64 bits, finite numbers, any nesting. JSON Schema's `integer` is every
-#: integral number, so an integral float past 64 bits (1e30) is accepted yet described as not.
+#: What `storable` (service/inputs.py) lets into a free-form object (metadata, params): any
+#: nesting, and numbers within the 64-bit integer range, floats included, since JSON Schema
+#: cannot tell 1e30 from a 31-digit integer and our encoder holds no integer beyond it.
 _JSON_VALUE = {
-    "description": "Any JSON value PostgreSQL's jsonb and our encoder hold",
+    "description": "Any JSON value: numbers within the 64-bit integer range",
     "anyOf": [
         {"type": "string"},
         {"type": "boolean"},
         {"type": "null"},
-        {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
-        {"type": "number", "not": {"type": "integer"}},
+        {"type": "number", "minimum": -(2**63), "maximum": 2**63 - 1},
         {"type": "array", "items": _ref("JsonValue")},
         {"type": "object", "additionalProperties": _ref("JsonValue")},
     ],

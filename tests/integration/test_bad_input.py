@@ -95,6 +95,13 @@ BAD_ENQUEUES: list[tuple[str, bytes, str, int, str | None]] = [
         422,
         "metadata",
     ),
+    (
+        "a float beyond the 64-bit integer range in metadata",
+        b'{"provider": "dropbox_sign", "resource_id": "sr-1", "metadata": {"n": [1e30]}}',
+        JSON,
+        422,
+        "metadata",
+    ),
     ("a JSON array", orjson.dumps([VALID]), JSON, 422, "body"),
     ("JSON null", b"null", JSON, 422, "body"),
     ("a JSON string", b'"sr-1"', JSON, 422, "body"),
