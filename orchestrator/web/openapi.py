@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from orchestrator.providers import registry
+from orchestrator.service.callbacks import CallbackPolicy
 from orchestrator.service.inputs import ActionRequest, EnqueueRequest, ListQuery
 from orchestrator.web import docs, schemas
 
@@ -175,12 +177,16 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
-def _enqueue_variants(components: dict[str, Any], served: Iterable[str] | None) -> dict[str, Any]:
+def _enqueue_variants(
+    components: dict[str, Any], served: Iterable[str] | None, callbacks: CallbackPolicy | None
+) -> dict[str, Any]:
     """CancellationIn as one variant per provider, told apart by `provider`: each with its
     own `params` (the adapter's params_model) and, when `served` ("provider:account") is
     given, only the accounts this instance can send through."""
     base = components.pop("EnqueueRequest")
     _free_form_values(base)
+    if callbacks is not None:
+        _callback_url(base, callbacks)
     accounts: dict[str, list[str]] | None = None
     if served is not None:
         accounts = {}
@@ -230,14 +236,35 @@ def _enqueue_variants(components: dict[str, Any], served: Iterable[str] | None) 
     }
 
 
-def build(served: Iterable[str] | None = None) -> dict[str, Any]:
+def build(
+    served: Iterable[str] | None = None, callbacks: CallbackPolicy | None = None
+) -> dict[str, Any]:
     """The description; `served` ("provider:account") narrows each provider's accounts to
-    those this instance can send through, and leaves out a provider it cannot."""
-    return _build(None if served is None else tuple(sorted(served)))
+    those this instance can send through, and leaves out a provider it cannot; `callbacks`
+    says which callback_url this instance takes (none without a signing secret)."""
+    return _build(None if served is None else tuple(sorted(served)), callbacks)
+
+
+#: A callback_url check_callback_url (service/inputs.py) takes: http(s), a host, a port
+#: within 0-65535, no credentials, no space or control character.
+_PORT = r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?"
+_URL_REST = r"(?:[/?#][!-~]*)?"
+_ANY_HOST = r"[A-Za-z0-9._~-]+"
+
+
+def _callback_url(variant: dict[str, Any], callbacks: CallbackPolicy) -> None:
+    properties = variant["properties"]
+    if not callbacks.enabled:
+        del properties["callback_url"]  # refused here: no secret to sign callbacks with
+        return
+    hosts = "|".join(re.escape(host) for host in sorted(callbacks.hosts)) or _ANY_HOST
+    options = [s for s in properties["callback_url"].get("anyOf", []) if s.get("type") != "null"]
+    string = options[0] if options else properties["callback_url"]
+    string["pattern"] = f"^https?://(?:{hosts}){_PORT}{_URL_REST}$"
 
 
 @functools.cache
-def _build(served: tuple[str, ...] | None) -> dict[str, Any]:
+def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> dict[str, Any]:
     params_models = {p.params_model for p in registry.PROVIDERS.values() if p.params_model}
     models: list[tuple[type[BaseModel], Any]] = [
         *((model, "validation") for model in sorted(params_models, key=lambda m: m.__name__)),
@@ -256,7 +283,7 @@ def _build(served: tuple[str, ...] | None) -> dict[str, Any]:
     for model in params_models:
         _free_form_values(components[model.__name__])
     components["ActionRequest"]["examples"] = [{"reason": "signed on paper; nothing to cancel"}]
-    components.update(_enqueue_variants(components, served))
+    components.update(_enqueue_variants(components, served, callbacks))
     return {
         "openapi": "3.1.0",
         "info": {

@@ -26,7 +26,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/openapi.json")
 async def openapi_json(request: web.Request) -> web.Response:
-    return json_response(openapi.build(request.app[keys.SERVICE].served_accounts()))
+    service = request.app[keys.SERVICE]
+    return json_response(openapi.build(service.served_accounts(), service.callbacks))
 
 
 @routes.get("/metrics")

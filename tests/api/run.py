@@ -9,6 +9,7 @@ and stops everything whatever happens. Exits with schemathesis's own code.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import sys
@@ -53,6 +54,12 @@ async def serve_and_check(dsn: str, st_args: list[str]) -> int:
             truto_webhook_secret=sim.truto.settings.webhook_secret,
             aptly_base_url=sim_server.aptly_url,
             aptly_token=sim.aptly.settings.token,
+            # callback_url is described (and fuzzed) only where callbacks can be signed; the
+            # worker's calls to the generated URLs stay on loopback.
+            callback_secret="whsec_"
+            + base64.b64encode(b"schemathesis-callback-key-32byte").decode(),
+            callback_hosts="127.0.0.1",
+            callback_retry_for_s=5,
         )
         runner = web.AppRunner(create_app(settings, dsn), access_log=None)
         await runner.setup()
