@@ -223,6 +223,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"{_variable_name(field)}: {problem}")
         return self
 
+    @model_validator(mode="after")
+    def _callbacks_outlive_retention(self) -> Settings:
+        """Retention deletes an ended cancellation with its pending callback: it must not
+        come before the callback's retry window has run out."""
+        if (
+            self.callback_secret is not None
+            and self.retention_s
+            and self.retention_s < self.callback_retry_for_s
+        ):
+            raise ValueError(
+                "ORCH_RETENTION_S: shorter than ORCH_CALLBACK_RETRY_FOR_S, so a cancellation"
+                " could be deleted before its callback is delivered"
+            )
+        return self
+
     def open_to_the_network_without_auth(self) -> bool:
         """True when `serve` must refuse to start: reachable beyond loopback, no token."""
         return not self.api_tokens and not is_loopback(self.host) and not self.allow_no_auth

@@ -101,6 +101,14 @@ def test_a_malformed_callback_secret_stops_start_up_without_showing_it(
     assert secret.removeprefix("whsec_") not in str(caught.value)
 
 
+def test_retention_may_not_delete_a_callback_still_being_retried() -> None:
+    with pytest.raises(ConfigError, match="ORCH_RETENTION_S: shorter than ORCH_CALLBACK_RETRY"):
+        load_settings(callback_secret=SECRET, retention_s=3600)
+    load_settings(callback_secret=SECRET, retention_s=0)  # keeps everything
+    load_settings(callback_secret=SECRET, retention_s=86_400)
+    load_settings(retention_s=3600)  # no callbacks: nothing to wait for
+
+
 def test_a_request_without_callback_url_hashes_as_before_the_field() -> None:
     """Idempotency-Keys in flight across the upgrade keep matching their requests."""
     request = EnqueueRequest.model_validate(
