@@ -115,6 +115,16 @@ def cmd_serve(settings: Settings) -> int:
     return 0
 
 
+def check_tokens(settings: Settings) -> None:
+    """An unknown scope in ORCH_API_TOKENS stops start-up like any other bad setting."""
+    from orchestrator.web import auth
+
+    try:
+        auth.parse_tokens(settings.api_tokens)
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:
@@ -140,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         registry.accounts_from_settings(settings)  # a wrong ORCH_CONFIG stops start-up too
+        check_tokens(settings)
     except ConfigError as exc:
         print(f"orchestrator: {exc}", file=sys.stderr)
         return 2

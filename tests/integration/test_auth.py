@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -11,6 +15,7 @@ import pytest
 
 from orchestrator.providers.dropbox_sign import event_hash
 from tests.integration.conftest import Harness
+from tests.integration.processes import free_port
 
 BODY = {"provider": "dropbox_sign", "resource_id": "sr-1"}
 
@@ -89,3 +94,111 @@ async def test_health_and_webhooks_need_no_token(harness: Harness) -> None:
     response = await harness.client.post("/webhooks/dropbox_sign", data=form)
     assert response.status == 200, await response.text()
     assert await response.text() == "Hello API Event Received"
+
+
+# --- scopes (issue 12) ----------------------------------------------------------------------
+
+SCOPED = {"api_tokens": "abc:enqueue,def:read,ghi:enqueue+read+admin,bare"}
+
+#: What each request needs, and the tokens that hold it.
+CALLS: list[tuple[str, str, str, set[str]]] = [
+    ("enqueue", "POST", "/v1/cancellations", {"abc", "ghi", "bare"}),
+    ("read", "GET", "/v1/cancellations/{id}", {"def", "ghi", "bare"}),
+    ("read", "GET", "/v1/cancellations/{id}/events", {"def", "ghi", "bare"}),
+    ("read", "GET", "/v1/cancellations", {"def", "ghi", "bare"}),
+    ("read", "GET", "/v1/stats", {"def", "ghi", "bare"}),
+    ("admin", "POST", "/v1/cancellations/{id}/retry", {"ghi", "bare"}),
+    ("admin", "POST", "/v1/cancellations/{id}/abandon", {"ghi", "bare"}),
+]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("settings_overrides", [SCOPED])
+async def test_each_token_reaches_what_its_scopes_allow_and_no_more(
+    harness: Harness, subtests: pytest.Subtests
+) -> None:
+    created = await harness.enqueue("sr-scopes", headers=bearer("abc"))
+    for scope, method, template, allowed in CALLS:
+        path = template.format(id=created["id"])
+        body: dict[str, Any] | None = None
+        if method == "POST":
+            body = {"reason": "scope check"} if "{id}" in template else BODY
+        for token in ("abc", "def", "ghi", "bare"):
+            with subtests.test(f"{token} {method} {template}"):
+                response = await harness.client.request(
+                    method, path, json=body, headers=bearer(token)
+                )
+                text = await response.text()
+                if token in allowed:
+                    assert response.status not in (401, 403), text
+                    continue
+                assert response.status == 403, text
+                assert response.content_type == "application/problem+json"
+                problem = orjson.loads(text)
+                assert problem["status"] == 403
+                assert problem["missing_scope"] == scope
+                assert repr(scope) in problem["detail"]
+
+
+@pytest.mark.parametrize("settings_overrides", [SCOPED])
+async def test_the_admin_scope_retries_and_abandons(harness: Harness) -> None:
+    created = await harness.enqueue("sr-admin", headers=bearer("abc"))
+    path = f"/v1/cancellations/{created['id']}/abandon"
+    response = await harness.client.post(path, json={"reason": "by hand"}, headers=bearer("ghi"))
+    assert response.status == 200, await response.text()
+    assert (await response.json())["status"] == "failed"
+    history = await harness.client.get(
+        f"/v1/cancellations/{created['id']}/events", headers=bearer("def")
+    )
+    (abandoned,) = [e for e in (await history.json())["events"] if e["cause"] == "abandoned"]
+    assert abandoned["evidence"]["by"].startswith("token:")
+    assert "ghi" not in orjson.dumps(abandoned).decode()
+
+
+@pytest.mark.parametrize("settings_overrides", [SCOPED])
+@pytest.mark.parametrize("route", ["dropbox_sign", "truto"])
+async def test_webhooks_never_take_api_tokens(
+    harness: Harness, db: asyncpg.Connection, route: str
+) -> None:
+    """The API token with every scope opens no webhook: only the provider's signature does."""
+    await harness.enqueue("sr-webhook", headers=bearer("ghi"))
+    event = {
+        "event": {"event_time": "1714559990", "event_type": "signature_request_canceled"},
+        "signature_request": {"signature_request_id": "sr-webhook"},
+    }
+    form = aiohttp.FormData(default_to_multipart=True)
+    form.add_field("json", orjson.dumps(event).decode())
+    unsigned: Any = form if route == "dropbox_sign" else orjson.dumps(event)
+    headers = bearer("ghi")
+    if route == "truto":
+        headers["Content-Type"] = "application/json"
+    response = await harness.client.post(f"/webhooks/{route}", data=unsigned, headers=headers)
+    text = await response.text()
+    assert response.status == 401, text
+    assert orjson.loads(text)["reason"] == "signature"
+    assert await db.fetchval("SELECT status FROM cancellations") == "queued"
+
+
+def test_an_unknown_scope_stops_start_up_naming_the_setting(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "ORCH_API_TOKENS": "abc:enqueue,def:read+delete",
+        "ORCH_DATA_DIR": str(tmp_path),
+        "ORCH_PORT": str(free_port()),
+    }
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "ORCH_API_TOKENS" in result.stderr
+    assert "'read+delete'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "pgdata").exists()
