@@ -6,9 +6,10 @@ store and the adapters below never see a request. Errors are the domain's (error
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from orchestrator.service.inputs import (
 )
 from orchestrator.service.overview import Overdue, Overview
 from orchestrator.store import migrations
+from orchestrator.store.changes import ChangeFeed
 from orchestrator.store.repository import NewCancellation, Store, WebhookOutcome
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ class Service:
         webhooks: WebhookPolicy | None = None,
         callbacks: CallbackPolicy | None = None,
         on_new_work: Callable[[], None] = lambda: None,
+        changes: ChangeFeed | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -86,6 +89,7 @@ class Service:
         self.webhooks = webhooks or WebhookPolicy()
         self.callbacks = callbacks or CallbackPolicy()
         self.on_new_work = on_new_work
+        self.changes = changes
 
     # --- callers' use cases -------------------------------------------------------------
 
@@ -130,6 +134,37 @@ class Service:
         if row is None:
             raise errors.NotFound(f"no cancellation {cancellation_id}")
         return row
+
+    async def wait_for_change(
+        self,
+        cancellation_id: uuid.UUID,
+        seen: Collection[str] = (),
+        wait_s: float = 0,
+        *,
+        until_terminal: bool = False,
+    ) -> Cancellation:
+        """The cancellation once it differs from what the caller has seen (`seen`: entity
+        tags; none means the version read now), or as it is after `wait_s`.
+
+        A terminal cancellation is answered at once. With `until_terminal`, only a terminal
+        state ends the wait early. Woken by the change feed (LISTEN/NOTIFY), never by a
+        sleep loop: each round subscribes first, then reads, then waits, so no change falls
+        between the read and the wait."""
+        if wait_s <= 0 or self.changes is None:
+            return await self.get(cancellation_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        known = set(seen)
+        while True:
+            with self.changes.subscribe(cancellation_id) as changed:
+                row = await self.get(cancellation_id)
+                if not known:
+                    known = {etag(row)}
+                done = row.status.is_terminal or (not until_terminal and not is_current(row, known))
+                remaining = deadline - loop.time()
+                if done or remaining <= 0 or self.changes.closed:
+                    return row
+                await asyncio.wait([changed], timeout=remaining)
 
     async def events(self, cancellation_id: uuid.UUID) -> list[Event]:
         history = await self.store.events(cancellation_id)
@@ -288,6 +323,16 @@ class Service:
             for account in self.accounts.all()
             if self.providers[account.provider].check_account(account) is None
         ]
+
+
+def etag(row: Cancellation) -> str:
+    """The entity tag of a cancellation's state: its version changes with every change."""
+    return f'"{row.id}-v{row.version}"'
+
+
+def is_current(row: Cancellation, seen: Collection[str]) -> bool:
+    """Whether one of the entity tags a caller has seen (or `*`) still describes the row."""
+    return "*" in seen or etag(row) in seen
 
 
 def _action(reason: str, actor: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
@@ -155,6 +155,29 @@ class ListQuery(BaseModel):
     resource_id: ResourceId | None = None
     limit: int = Field(50, ge=1, le=MAX_PAGE)
     after: Cursor | None = Field(None, description="the `next` cursor of the previous page")
+
+
+#: The longest a status request may wait for a change.
+MAX_WAIT_S = 60
+
+
+class WaitQuery(BaseModel):
+    """How long GET /v1/cancellations/{id} may wait for a change: its query."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wait: float = Field(
+        0,
+        ge=0,
+        le=MAX_WAIT_S,
+        allow_inf_nan=False,
+        description="seconds to wait for the cancellation to change (long polling), 0-60;"
+        " with If-None-Match, to change from that ETag",
+    )
+    until: Literal["change", "terminal"] = Field(
+        "change",
+        description="`terminal`: return early only once the cancellation has ended",
+    )
 
 
 class ActionRequest(BaseModel):

@@ -202,6 +202,10 @@ WHERE status = 'queued' AND NOT (provider || ':' || account = ANY ($1::text[]))
 GROUP BY 1
 ORDER BY 1;
 
+-- name: ping
+-- Whether the connection that listens for changes still answers (no pool checks it).
+SELECT 1;
+
 -- name: database_clock
 -- The server's wall clock, to compare with the instance's at start (the one statement that
 -- reads the database's time: it is what is being checked).

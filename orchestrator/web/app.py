@@ -1,8 +1,9 @@
 """The composition root: create_app builds everything the service runs on.
 
 Each resource is owned by one cleanup-context generator and released in reverse order:
-the pool, then the HTTP client, then the workers (stopped first on shutdown, so they can
-still use the pool and the client to finish or give back what they hold).
+the pool, then the connection listening for changes, then the HTTP client, then the workers
+(stopped first on shutdown, so they can still use the pool and the client to finish or give
+back what they hold).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from orchestrator.providers import registry
 from orchestrator.service import Service, WebhookPolicy
 from orchestrator.service.callbacks import CallbackPolicy
 from orchestrator.store import db
+from orchestrator.store.changes import ChangeFeed
 from orchestrator.store.outbox import Outbox
 from orchestrator.store.repository import Store
 from orchestrator.web import cancellations, docs, keys, ops, schemas, ui, webhooks
@@ -87,6 +89,23 @@ def create_app(
         yield
         await pool.close()
 
+    async def change_feed(app: web.Application) -> AsyncIterator[None]:
+        """One connection per process LISTENs for changes; long polls wait on it."""
+        feed = app[keys.CHANGES] = ChangeFeed(dsn)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(feed.run(stopping), name="change-feed")
+        supervise(task, on_worker_crash)  # type: ignore[arg-type]
+        yield
+        feed.close()
+        stopping.set()
+        _, pending = await asyncio.wait([task], timeout=settings.shutdown_timeout_s)
+        for late in pending:
+            late.cancel()
+
+    async def end_long_polls(app: web.Application) -> None:
+        """At shutdown, waiting requests answer now rather than hold the shutdown up."""
+        app[keys.CHANGES].close()
+
     async def http_client(app: web.Application) -> AsyncIterator[None]:
         timeout = aiohttp.ClientTimeout(
             total=settings.http_timeout_s, sock_connect=settings.http_connect_timeout_s
@@ -142,6 +161,7 @@ def create_app(
                 hosts=frozenset(settings.callback_hosts),
             ),
             on_new_work=dispatcher.wake,
+            changes=app[keys.CHANGES],
         )
         sender = callback_sender(app, store)
         if not run_workers:
@@ -206,7 +226,8 @@ def create_app(
         app[keys.CALLBACKS] = sender
         return sender
 
-    app.cleanup_ctx.extend([database, http_client, workers])
+    app.cleanup_ctx.extend([database, change_feed, http_client, workers])
+    app.on_shutdown.append(end_long_polls)
     app.add_routes(cancellations.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(ops.routes)

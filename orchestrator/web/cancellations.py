@@ -9,7 +9,14 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from orchestrator import errors
-from orchestrator.service import ActionRequest, EnqueueRequest, ListQuery
+from orchestrator.service import (
+    ActionRequest,
+    EnqueueRequest,
+    ListQuery,
+    WaitQuery,
+    etag,
+    is_current,
+)
 from orchestrator.web import keys, schemas
 from orchestrator.web.auth import actor
 from orchestrator.web.json import json_response
@@ -56,14 +63,31 @@ async def enqueue(request: web.Request) -> web.Response:
     return json_response(
         schemas.cancellation_out(row),
         status=202 if result.created else 200,
-        headers={"Location": location},
+        headers={"Location": location, "ETag": etag(row)},
     )
+
+
+def if_none_match(request: web.Request) -> frozenset[str]:
+    """The entity tags of If-None-Match (compared weakly, as RFC 9110 says for it)."""
+    header = request.headers.get("If-None-Match", "")
+    return frozenset(tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip())
 
 
 @routes.get("/v1/cancellations/{id}", name="cancellation")
 async def get_one(request: web.Request) -> web.Response:
-    row = await request.app[keys.SERVICE].get(cancellation_id(request))
-    return json_response(schemas.cancellation_out(row))
+    ident = cancellation_id(request)
+    try:
+        query = WaitQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise errors.InvalidRequest.from_validation(exc, "query") from None
+    seen = if_none_match(request)
+    row = await request.app[keys.SERVICE].wait_for_change(
+        ident, seen, query.wait, until_terminal=query.until == "terminal"
+    )
+    headers = {"ETag": etag(row)}
+    if is_current(row, seen):
+        return web.Response(status=304, headers=headers)
+    return json_response(schemas.cancellation_out(row), headers=headers)
 
 
 @routes.get("/v1/cancellations/{id}/events", name="events")

@@ -11,6 +11,7 @@ from orchestrator.metrics import Metrics
 from orchestrator.providers.base import Provider
 from orchestrator.providers.registry import Accounts
 from orchestrator.service import Service
+from orchestrator.store.changes import ChangeFeed
 from orchestrator.store.repository import Store
 from orchestrator.workers.callbacks import CallbackSender
 from orchestrator.workers.dispatcher import Dispatcher
@@ -30,3 +31,4 @@ METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", Service)
 #: Only when ORCH_CALLBACK_SECRET is set: without it no callback is accepted or sent.
 CALLBACKS = web.AppKey("callbacks", CallbackSender)
+CHANGES = web.AppKey("changes", ChangeFeed)

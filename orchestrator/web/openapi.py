@@ -18,7 +18,7 @@ from pydantic.json_schema import models_json_schema
 
 from orchestrator.providers import registry
 from orchestrator.service.callbacks import CallbackPolicy
-from orchestrator.service.inputs import ActionRequest, EnqueueRequest, ListQuery
+from orchestrator.service.inputs import ActionRequest, EnqueueRequest, ListQuery, WaitQuery
 from orchestrator.web import docs, schemas
 
 _REF = "#/components/schemas/{model}"
@@ -90,6 +90,22 @@ _FORBIDDEN = {"403": _problem("The token lacks the scope this operation needs")}
 _UNAVAILABLE = {"503": _problem("The database is unreachable; retry later")}
 # A bearer token when ORCH_API_TOKENS is set; none otherwise.
 _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {}]
+
+_ETAG = {
+    "ETag": {
+        "description": 'The entity tag of the cancellation\'s state, `"<id>-v<version>"`;'
+        " it changes with every change. Send it back in If-None-Match.",
+        "schema": {"type": "string"},
+    }
+}
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "description": "An ETag this caller has seen: 304 while it is still current. With `wait`,"
+    " the request waits while it is current, then answers 200 with the new state, or 304 when"
+    " the wait ends first.",
+    "schema": {"type": "string"},
+}
 
 _LINKS = {
     "GetCancellation": {
@@ -275,6 +291,7 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
         (schemas.History, "serialization"),
         (Problem, "serialization"),
         (ListQuery, "validation"),
+        (WaitQuery, "validation"),
     ]
     _, definitions = models_json_schema(models, ref_template=_REF)
     components = definitions["$defs"]
@@ -284,6 +301,7 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
         _free_form_values(components[model.__name__])
     components["ActionRequest"]["examples"] = [{"reason": "signed on paper; nothing to cancel"}]
     components.update(_enqueue_variants(components, served, callbacks))
+    wait_query = components.pop("WaitQuery")
     return {
         "openapi": "3.1.0",
         "info": {
@@ -318,11 +336,17 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
                         "content": {"application/json": {"schema": _ref("CancellationIn")}},
                     },
                     "responses": {
-                        "202": _json("Cancellation", "Accepted: recorded and queued", links=_LINKS),
+                        "202": _json(
+                            "Cancellation",
+                            "Accepted: recorded and queued",
+                            links=_LINKS,
+                            headers=_ETAG,
+                        ),
                         "200": _json(
                             "Cancellation",
                             "The existing cancellation for this request or key",
                             links=_LINKS,
+                            headers=_ETAG,
                         ),
                         "400": _problem("The body is not JSON"),
                         "409": _problem("The Idempotency-Key was used with another body"),
@@ -351,12 +375,27 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
             "/v1/cancellations/{id}": {
                 "get": {
                     "operationId": "getCancellation",
-                    "summary": "One cancellation",
+                    "summary": "One cancellation; with `wait`, a long poll for its next change",
+                    "description": "Without `wait`, the state now. With `wait` (seconds, at"
+                    " most 60), the answer comes as soon as the cancellation changes from the"
+                    " ETag in If-None-Match (or, without one, from its state when the request"
+                    " arrived), or when the wait ends; an ended cancellation is answered at"
+                    " once. Changes made by any instance wake the wait (PostgreSQL"
+                    " LISTEN/NOTIFY). To follow a cancellation to its end: repeat with the"
+                    " last ETag, or ask `until=terminal`.",
                     "security": _SECURITY,
-                    "parameters": [_ID],
+                    "parameters": [_ID, *_query_parameters(wait_query), _IF_NONE_MATCH],
                     "responses": {
-                        "200": _json("Cancellation", "The cancellation"),
+                        "200": _json("Cancellation", "The cancellation", headers=_ETAG),
+                        "304": {
+                            "description": "The ETag in If-None-Match is still current (after"
+                            " the wait, if one was asked for)",
+                            "headers": _ETAG,
+                        },
                         "404": _problem("No such cancellation"),
+                        "422": _problem(
+                            "`wait` is not 0-60, or another query parameter is invalid"
+                        ),
                         **_AUTH,
                         **_FORBIDDEN,
                         **_UNAVAILABLE,
