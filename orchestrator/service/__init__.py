@@ -3,6 +3,7 @@
 
 from orchestrator.service.cancellations import (
     Enqueued,
+    ItemResult,
     Page,
     Readiness,
     Service,
@@ -10,13 +11,23 @@ from orchestrator.service.cancellations import (
     etag,
     is_current,
 )
-from orchestrator.service.inputs import ActionRequest, EnqueueRequest, ListQuery, WaitQuery
+from orchestrator.service.inputs import (
+    ActionRequest,
+    BatchItem,
+    BatchRequest,
+    EnqueueRequest,
+    ListQuery,
+    WaitQuery,
+)
 from orchestrator.service.overview import Overdue, Overview
 
 __all__ = [
     "ActionRequest",
+    "BatchItem",
+    "BatchRequest",
     "EnqueueRequest",
     "Enqueued",
+    "ItemResult",
     "ListQuery",
     "Overdue",
     "Overview",

@@ -144,6 +144,31 @@ class EnqueueRequest(BaseModel):
 
 _PROVIDERS = frozenset(p.value for p in ProviderName)
 
+#: The most items one batch may carry.
+MAX_BATCH = 1000
+
+
+class BatchItem(EnqueueRequest):
+    """One item of POST /v1/cancellations/batch: an enqueue body, with its own optional
+    idempotency key (what the Idempotency-Key header is to a single enqueue)."""
+
+    idempotency_key: IdempotencyKey | None = None
+
+    def enqueue_request(self) -> EnqueueRequest:
+        """The item without its key: what the key's request hash is computed over."""
+        return EnqueueRequest.model_construct(
+            **{name: getattr(self, name) for name in EnqueueRequest.model_fields}
+        )
+
+
+class BatchRequest(BaseModel):
+    """The body of POST /v1/cancellations/batch. The items are checked one by one (a bad
+    item does not sink the batch), so here they are only JSON values."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    items: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
+
 
 class ListQuery(BaseModel):
     """Which cancellations to list: the query of GET /v1/cancellations."""

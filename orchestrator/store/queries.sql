@@ -7,6 +7,24 @@
 SELECT (e.cancellation).*, e.result
 FROM enqueue_cancellation($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) e;
 
+-- name: enqueue_batch
+-- Many enqueues in one statement (one transaction): enqueue_cancellation for each row, so
+-- each keeps its per-request advisory lock and idempotency rules. The caller sends the rows
+-- sorted by request, so concurrent batches take their locks in one order; $10 is their
+-- position in the caller's list.
+SELECT b.position, (e.cancellation).*, e.result
+FROM (
+    SELECT *
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
+                $7::jsonb[], $8::text[], $9::text[], $10::int[], $11::text[])
+         WITH ORDINALITY AS u(id, provider, account, resource_id, reason, metadata, params,
+                              idempotency_key, request_hash, position, callback_url, n)
+    ORDER BY n
+) b,
+LATERAL enqueue_cancellation(b.id, b.provider, b.account, b.resource_id, b.reason,
+                             b.metadata, b.params, b.idempotency_key, b.request_hash, $12,
+                             b.callback_url) e;
+
 -- name: record_webhook_event
 -- Store a verified event once and act on the open cancellation it reports; one round trip.
 -- When the event settled it, also that cancellation's created_at (for the time-to-terminal

@@ -58,6 +58,10 @@ class OpenCount:
     due: int
 
 
+def _request_key(new: NewCancellation) -> tuple[str, str, str]:
+    return (new.provider, new.account, new.resource_id)
+
+
 def effect_to_json(effect: Settled) -> dict[str, Any]:
     return {
         "outcome": effect.outcome.value,
@@ -137,6 +141,40 @@ class Store:
         if result == "key_taken":
             raise errors.Conflict("a concurrent request took this idempotency key")
         return Cancellation.from_row(record), result == "created"
+
+    async def enqueue_batch(
+        self, news: list[NewCancellation], now: datetime, *, chunk: int = 250
+    ) -> list[tuple[Cancellation | None, str]]:
+        """Record many cancellations, `chunk` to a statement (each its own transaction);
+        returns (it, result) in the order given, result as enqueue_cancellation says it:
+        created, existing, key_reused or key_taken (with no cancellation)."""
+        # Sorted by request, so that concurrent batches take their advisory locks in one order.
+        order = sorted(range(len(news)), key=lambda i: _request_key(news[i]))
+        results: list[tuple[Cancellation | None, str] | None] = [None] * len(news)
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            rows = [news[i] for i in part]
+            async with translate_errors():
+                records = await self.pool.fetch(
+                    Q["enqueue_batch"],
+                    [uuid.uuid4() for _ in rows],
+                    [n.provider for n in rows],
+                    [n.account for n in rows],
+                    [n.resource_id for n in rows],
+                    [n.reason for n in rows],
+                    [n.metadata for n in rows],
+                    [n.params for n in rows],
+                    [n.idempotency_key for n in rows],
+                    [n.request_hash for n in rows],
+                    part,
+                    [n.callback_url for n in rows],
+                    now,
+                )
+            for record in records:
+                found = Cancellation.from_row(record) if record["id"] is not None else None
+                results[record["position"]] = (found, record["result"])
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
 
     # --- reads --------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -11,13 +11,15 @@ from pydantic import BaseModel, ValidationError
 from orchestrator import errors
 from orchestrator.service import (
     ActionRequest,
+    BatchRequest,
     EnqueueRequest,
+    ItemResult,
     ListQuery,
     WaitQuery,
     etag,
     is_current,
 )
-from orchestrator.web import keys, schemas
+from orchestrator.web import keys, problems, schemas
 from orchestrator.web.auth import actor
 from orchestrator.web.json import json_response
 
@@ -65,6 +67,24 @@ async def enqueue(request: web.Request) -> web.Response:
         status=202 if result.created else 200,
         headers={"Location": location, "ETag": etag(row)},
     )
+
+
+@routes.post("/v1/cancellations/batch", name="batch")
+async def enqueue_batch(request: web.Request) -> web.Response:
+    body = await read_json(request, BatchRequest, "batch")
+    results = await request.app[keys.SERVICE].enqueue_batch(body.items)
+    return json_response({"results": [batch_entry(r) for r in results]}, status=207)
+
+
+def batch_entry(result: ItemResult) -> dict[str, Any]:
+    """One item's answer: its own status, the cancellation, and the problem if refused."""
+    entry: dict[str, Any] = {"status": 202 if result.created else 200}
+    if result.error is not None:
+        problem = problems.describe(result.error)
+        entry = {"status": problem["status"], "problem": problem}
+    if result.cancellation is not None:
+        entry["cancellation"] = schemas.cancellation_out(result.cancellation)
+    return entry
 
 
 def if_none_match(request: web.Request) -> frozenset[str]:

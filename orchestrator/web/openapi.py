@@ -18,7 +18,13 @@ from pydantic.json_schema import models_json_schema
 
 from orchestrator.providers import registry
 from orchestrator.service.callbacks import CallbackPolicy
-from orchestrator.service.inputs import ActionRequest, EnqueueRequest, ListQuery, WaitQuery
+from orchestrator.service.inputs import (
+    MAX_BATCH,
+    ActionRequest,
+    EnqueueRequest,
+    ListQuery,
+    WaitQuery,
+)
 from orchestrator.web import docs, schemas
 
 _REF = "#/components/schemas/{model}"
@@ -32,6 +38,30 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, str]] | None = None
+
+
+class BatchIn(BaseModel):
+    """Up to 1,000 enqueue bodies (each a CancellationIn, plus an optional
+    `idempotency_key`: that item's Idempotency-Key). The items are checked one by one, so
+    any JSON value is accepted here: an item that is not a valid enqueue body is answered
+    with its own 422 in the results, and the rest are enqueued."""
+
+    items: list[Any]
+
+
+class BatchEntry(BaseModel):
+    """One item's answer, in the items' order: 202 created, 200 found (the open cancellation
+    of the same request, or the same idempotency_key and body), 409 the idempotency_key was
+    used with another body (with that cancellation), 422 the item is invalid (`problem`
+    names each field as `items[i].field`)."""
+
+    status: int
+    cancellation: schemas.CancellationOut | None = None  # type: ignore[valid-type]
+    problem: Problem | None = None
+
+
+class BatchResults(BaseModel):
+    results: list[BatchEntry]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -292,6 +322,8 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
         (Problem, "serialization"),
         (ListQuery, "validation"),
         (WaitQuery, "validation"),
+        (BatchIn, "validation"),
+        (BatchResults, "serialization"),
     ]
     _, definitions = models_json_schema(models, ref_template=_REF)
     components = definitions["$defs"]
@@ -302,6 +334,8 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
     components["ActionRequest"]["examples"] = [{"reason": "signed on paper; nothing to cancel"}]
     components.update(_enqueue_variants(components, served, callbacks))
     wait_query = components.pop("WaitQuery")
+    batch_items = components["BatchIn"]["properties"]["items"]
+    batch_items.update(minItems=1, maxItems=MAX_BATCH)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -371,6 +405,32 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
                         **_UNAVAILABLE,
                     },
                 },
+            },
+            "/v1/cancellations/batch": {
+                "post": {
+                    "operationId": "enqueueCancellations",
+                    "summary": "Enqueue up to 1,000 cancellations in one request",
+                    "description": "Each item is what POST /v1/cancellations takes, plus an"
+                    " optional `idempotency_key` (the Idempotency-Key header of a single"
+                    " enqueue, for that item). Items are answered one by one, in order: a bad"
+                    " item does not sink the batch. The batch is written in a few"
+                    " transactions, not one per item.",
+                    "security": _SECURITY,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("BatchIn")}},
+                    },
+                    "responses": {
+                        "207": _json("BatchResults", "One entry per item, in order"),
+                        "400": _problem("The body is not JSON"),
+                        "413": _problem("The body is too large (ORCH_MAX_BODY_BYTES)"),
+                        "415": _problem("The body is not application/json"),
+                        "422": _problem('The body is not `{"items": [1 to 1,000 items]}`'),
+                        **_AUTH,
+                        **_FORBIDDEN,
+                        **_UNAVAILABLE,
+                    },
+                }
             },
             "/v1/cancellations/{id}": {
                 "get": {

@@ -48,31 +48,51 @@ def problem(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> web.Response:
-    """`extra` members never replace the problem's own (type, title, status, detail)."""
-    body = {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
-    body.update({k: v for k, v in (extra or {}).items() if k not in body})
     return web.Response(
         status=status,
-        body=orjson.dumps(body),
+        body=orjson.dumps(body(status, title, detail, slug, extra)),
         content_type=CONTENT_TYPE,
         headers=headers,
     )
 
 
-def from_error(exc: errors.OrchestratorError) -> web.Response:
+def body(
+    status: int, title: str, detail: str, slug: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`extra` members never replace the problem's own (type, title, status, detail)."""
+    members: dict[str, Any] = {
+        "type": f"/problems/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    members.update({k: v for k, v in (extra or {}).items() if k not in members})
+    return members
+
+
+def describe(exc: errors.OrchestratorError) -> dict[str, Any]:
+    """The problem an error is, as a JSON object (one item's answer inside a batch)."""
     if isinstance(exc, errors.WebhookRejected):
         status, title = _WEBHOOK_STATUS[exc.reason]
-        return problem(
-            status, title, exc.detail, "webhook-rejected", extra={"reason": exc.reason.value}
-        )
+        return body(status, title, exc.detail, "webhook-rejected", {"reason": exc.reason.value})
     for kind in type(exc).__mro__:
         if kind in _PROBLEMS:
             status, title, slug = _PROBLEMS[kind]
             break
     else:
         status, title, slug = 500, "Internal error", "internal"
+    return body(status, title, exc.detail, slug, exc.extra)
+
+
+def from_error(exc: errors.OrchestratorError) -> web.Response:
+    described = describe(exc)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
-    return problem(status, title, exc.detail, slug, headers, exc.extra)
+    return web.Response(
+        status=described["status"],
+        body=orjson.dumps(described),
+        content_type=CONTENT_TYPE,
+        headers=headers,
+    )
 
 
 @web.middleware

@@ -103,6 +103,7 @@ SCOPED = {"api_tokens": "abc:enqueue,def:read,ghi:enqueue+read+admin,bare"}
 #: What each request needs, and the tokens that hold it.
 CALLS: list[tuple[str, str, str, set[str]]] = [
     ("enqueue", "POST", "/v1/cancellations", {"abc", "ghi", "bare"}),
+    ("enqueue", "POST", "/v1/cancellations/batch", {"abc", "ghi", "bare"}),
     ("read", "GET", "/v1/cancellations/{id}", {"def", "ghi", "bare"}),
     ("read", "GET", "/v1/cancellations/{id}/events", {"def", "ghi", "bare"}),
     ("read", "GET", "/v1/cancellations", {"def", "ghi", "bare"}),
@@ -126,6 +127,7 @@ async def test_each_token_reaches_what_its_scopes_allow_and_no_more(
         body: dict[str, Any] | None = None
         if method == "POST":
             body = {"reason": "scope check"} if "{id}" in template else BODY
+            body = {"items": [BODY]} if template.endswith("/batch") else body
         for token in ("abc", "def", "ghi", "bare"):
             with subtests.test(f"{token} {method} {template}"):
                 response = await harness.client.request(
