@@ -110,6 +110,20 @@ def enqueue_requests(ids: Sequence[str]) -> list[Request]:
     ]
 
 
+def batch_requests(ids: Sequence[str], size: int) -> list[Request]:
+    """POST /v1/cancellations/batch bodies of `size` items each (the last may be smaller)."""
+    headers = {"Content-Type": "application/json"}
+    item = {"provider": "dropbox_sign", "reason": "bench: offboarding"}
+    return [
+        (
+            "/v1/cancellations/batch",
+            orjson.dumps({"items": [{**item, "resource_id": rid} for rid in ids[i : i + size]]}),
+            headers,
+        )
+        for i in range(0, len(ids), size)
+    ]
+
+
 def event_hash(api_key: str, event_time: str, event_type: str) -> str:
     return hmac.new(
         api_key.encode(), (event_time + event_type).encode(), hashlib.sha256

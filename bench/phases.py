@@ -238,10 +238,19 @@ async def _costs(
 
 
 async def api_phase(
-    run: Run, impl: Impl, enqueue_n: int, webhook_n: int, concurrency: int, timeout_s: float
+    run: Run,
+    impl: Impl,
+    enqueue_n: int,
+    webhook_n: int,
+    concurrency: int,
+    timeout_s: float,
+    batch_items: int = 0,
+    batch_size: int = 100,
 ) -> dict[str, Any]:
     """Enqueue N with the dispatcher held by a stalled provider (it takes one batch and
-    waits), then mark the rows as sent and post W signed callbacks for them."""
+    waits), then (the service alone: the baseline has no batch endpoint) `batch_items` more
+    through POST /v1/cancellations/batch, `batch_size` to a request; then mark the rows as
+    sent and post W signed callbacks for them."""
     db = f"bench_api_{impl.name}"
     await run.pg.create_database(db)
     stalled = {"ORCH_HTTP_TIMEOUT_S": "3600", "ORCH_SHUTDOWN_TIMEOUT_S": "0.5"}
@@ -256,6 +265,10 @@ async def api_phase(
     )
     pg = await _stop_and_count(run, child, db, before)
     out["enqueue"] = _figures(result.summary(), cpu, pg, result.count)
+    if impl.is_service and batch_items > 0:
+        out["batch"] = await _batch_enqueue(
+            run, child_of=impl, db=db, items=batch_items, size=batch_size, timeout_s=timeout_s
+        )
 
     conn = await asyncpg.connect(run.pg.database(db))
     try:
@@ -308,6 +321,34 @@ async def api_phase(
     finally:
         await conn.close()
     return out
+
+
+#: Batches in flight at once: each carries `batch_size` items, so a few fill the pool.
+BATCH_CONCURRENCY = 4
+
+
+async def _batch_enqueue(
+    run: Run, child_of: Impl, db: str, items: int, size: int, timeout_s: float
+) -> dict[str, Any]:
+    """Throughput of POST /v1/cancellations/batch, per request and per item."""
+    stalled = {"ORCH_HTTP_TIMEOUT_S": "3600", "ORCH_SHUTDOWN_TIMEOUT_S": "0.5"}
+    child, url = await _start(run, child_of, db, run.blackhole.url + "/v3", stalled)
+    before = await run.pg.counters(db)
+    requests = load.batch_requests(load.resource_ids(f"batch-{child_of.name}", items), size)
+    result, cpu = await _costs(
+        run, child, lambda: load.post_all(url, requests, BATCH_CONCURRENCY, timeout_s)
+    )
+    pg = await _stop_and_count(run, child, db, before)
+    summary = result.summary()
+    sent = min(items, result.count * size)
+    figures = _figures(summary, cpu, pg, sent)  # the costs per item
+    figures.update(
+        batch_size=size,
+        concurrency=BATCH_CONCURRENCY,
+        items=sent,
+        items_per_s=round(sent / result.seconds, 1) if result.seconds else None,
+    )
+    return figures
 
 
 def _figures(

@@ -39,6 +39,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--enqueue", type=int, default=20_000, help="POSTs in the enqueue phase")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="items enqueued through POST /v1/cancellations/batch (default: as --enqueue)",
+    )
+    parser.add_argument("--batch-size", type=int, default=100, help="items per batch request")
     parser.add_argument("--e2e", type=int, default=5_000, help="cancels end to end")
     parser.add_argument("--webhooks", type=int, default=10_000, help="callbacks to ingest")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
@@ -95,6 +102,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         )
         args.pgbench_seconds = min(args.pgbench_seconds, 3)
     args.webhooks = min(args.webhooks, args.enqueue)
+    if args.batch is None:
+        args.batch = args.enqueue
+    elif args.quick:
+        args.batch = args.batch // 10
     return args
 
 
@@ -122,9 +133,20 @@ async def bench(args: argparse.Namespace, run: phases.Run, console: Console) -> 
     if "api" in only:
         for impl in impls:
             if time_left(f"api/{impl.name}"):
-                step(f"{impl.name}: {args.enqueue:,} enqueues, then {args.webhooks:,} callbacks")
+                batched = f", {args.batch:,} in batches" if impl.is_service and args.batch else ""
+                step(
+                    f"{impl.name}: {args.enqueue:,} enqueues{batched},"
+                    f" then {args.webhooks:,} callbacks"
+                )
                 results[impl.name]["api"] = await phases.api_phase(
-                    run, impl, args.enqueue, args.webhooks, args.concurrency, args.phase_timeout
+                    run,
+                    impl,
+                    args.enqueue,
+                    args.webhooks,
+                    args.concurrency,
+                    args.phase_timeout,
+                    batch_items=args.batch,
+                    batch_size=args.batch_size,
                 )
     if "e2e" in only:
         runs: dict[str, list[dict[str, Any]]] = {i.name: [] for i in impls}

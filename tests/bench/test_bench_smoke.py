@@ -31,6 +31,8 @@ def test_bench_runs_every_phase_at_a_tiny_size(tmp_path: Path) -> None:
         sys.executable,
         str(ROOT / "bench" / "run.py"),
         "--enqueue=60",
+        "--batch=60",
+        "--batch-size=20",
         "--webhooks=40",
         "--e2e=40",
         "--concurrency=8",
@@ -64,6 +66,9 @@ def test_bench_runs_every_phase_at_a_tiny_size(tmp_path: Path) -> None:
         e2e = results[impl]["e2e"]
         assert e2e["complete"] and e2e["confirmed"] == 40, impl
         assert e2e["xacts_per_cancel"] > 0 and e2e["cpu_s_per_1000"] > 0, impl
+    batch = results["service"]["api"]["batch"]
+    assert batch["ok"] == 3 and batch["items"] == 60 and batch["items_per_s"] > 0
+    assert "batch" not in results["baseline"]["api"]
     assert [s["rows"] for s in results["sweep"]] == [2000, 4000]
     assert all(s["requeued"] == [20] for s in results["sweep"])
     assert "LockRows" in results["sweep"][0]["plan"]
