@@ -1,4 +1,5 @@
-"""`orchestrator serve | migrate | simulate`: the command line, and the only other composer."""
+"""`orchestrator serve | migrate | simulate | demo`, and the API client's commands
+(`enqueue | status | list | retry`, in client_cli): the command line, the only other composer."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from orchestrator import logs
+from orchestrator import client_cli, logs
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import ConfigError, Settings, load_settings
 from orchestrator.providers import registry
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run the HTTP API, the dispatcher and the sweeper")
     sub.add_parser("migrate", help="apply pending database migrations and exit")
     sub.add_parser("simulate", help="run the provider simulators on loopback (see --help)")
+    client_cli.add_commands(sub)
     demo = sub.add_parser("demo", help="the whole job end to end on this machine, self-checked")
     demo.add_argument("--count", type=int, default=300, help="cancels in the batch")
     demo.add_argument("--drop-rate", type=float, default=0.1, help="share of callbacks dropped")
@@ -146,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--keep-running", action="store_true", help="keep serving afterwards")
     demo.add_argument("--seed", type=int, default=7, help="the simulators' fault sequence")
     args = parser.parse_args(argv)
+    if args.command in client_cli.COMMANDS:
+        # A client of a running service: it reads ORCH_URL and ORCH_TOKEN, nothing else.
+        return client_cli.run(args)
 
     try:
         settings = load_settings()

@@ -413,6 +413,37 @@ def _variable_name(field: str) -> str:
     return field.upper()
 
 
+class ClientSettings(BaseSettings):
+    """What the command-line client (`orchestrator enqueue | status | list | retry`) reads:
+    where the service is and the token to show it; none of the service's own settings."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    url: str = Field("http://127.0.0.1:8080", validation_alias=_env("ORCH_URL"))
+    token: SecretStr | None = Field(None, validation_alias=_env("ORCH_TOKEN"))
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        checked = _check_url(value)
+        assert checked is not None
+        return checked
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+def load_client_settings() -> ClientSettings:
+    try:
+        return ClientSettings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = {"url": "ORCH_URL", "token": "ORCH_TOKEN"}.get(str(error["loc"][0]), "?")
+        raise ConfigError(f"{name}: {error['msg']}") from None
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the environment; a bad value raises ConfigError naming the variable."""
     try:

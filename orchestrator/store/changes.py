@@ -98,11 +98,12 @@ class ChangeFeed:
         self._wake(cancellation_id)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Listen until stopped, reconnecting after a loss; never raises a connection error."""
+        """Listen until stopped, reconnecting after a loss; never raises a database error."""
         while not stopping.is_set():
             try:
                 await self._listen(stopping)
-            except CONNECTION_ERRORS as exc:
+            except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                # Refused, too many connections, a database being dropped: waited out.
                 log.warning("listening for changes failed (%s); retrying", type(exc).__name__)
             finally:
                 self._listening.clear()
