@@ -152,6 +152,10 @@ async def test_the_admin_scope_retries_and_abandons(harness: Harness) -> None:
     response = await harness.client.post(path, json={"reason": "by hand"}, headers=bearer("ghi"))
     assert response.status == 200, await response.text()
     assert (await response.json())["status"] == "failed"
+    again = await harness.client.post(path, json={"reason": "twice"}, headers=bearer("ghi"))
+    assert again.status == 409
+    problem = await again.json()
+    assert problem["status"] == 409 and problem["cancellation_status"] == "failed"
     history = await harness.client.get(
         f"/v1/cancellations/{created['id']}/events", headers=bearer("def")
     )

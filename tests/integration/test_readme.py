@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import read_accounts_file
+from orchestrator.config import ClientSettings, read_accounts_file
 from tests.integration.processes import free_port
 from tests.unit.test_packaging import settings_variables
 
@@ -26,6 +26,24 @@ def section(text: str, heading: str) -> str:
     start = text.index(f"## {heading}")
     end = text.find("\n## ", start + 1)
     return text[start : end if end != -1 else None]
+
+
+def subsection(text: str, heading: str) -> str:
+    start = text.index(f"### {heading}")
+    end = min(
+        (i for i in (text.find("\n### ", start + 1), text.find("\n## ", start + 1)) if i != -1),
+        default=len(text),
+    )
+    return text[start:end]
+
+
+def client_variables() -> set[str]:
+    """What the command-line client reads (ORCH_URL, ORCH_TOKEN)."""
+    return {
+        str(choice)
+        for field in ClientSettings.model_fields.values()
+        for choice in getattr(field.validation_alias, "choices", ())
+    }
 
 
 def blocks(text: str, language: str) -> list[str]:
@@ -52,7 +70,8 @@ def test_configuration_table_lists_every_variable_the_settings_read(repo_root: P
     table = section(readme(repo_root), "Configuration")
     first_cells = re.findall(r"^\| ([^|]+) \|", table, re.MULTILINE)
     documented = {name for cell in first_cells for name in re.findall(r"`([A-Z0-9_]+)`", cell)}
-    assert documented == settings_variables()
+    assert documented == settings_variables() | client_variables()
+    assert not client_variables() & settings_variables()
 
 
 def test_the_accounts_file_example_is_valid(
@@ -92,13 +111,15 @@ def background(repo_root: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
                 proc.wait(timeout=5)
 
 
-async def test_the_try_it_session_works_as_written(
+async def start_in_background(
+    commands: list[str],
     repo_root: Path,
     tmp_path: Path,
     ports: dict[str, str],
     background: list[subprocess.Popen[bytes]],
 ) -> None:
-    simulate, serve, *session = blocks(section(readme(repo_root), "Try it"), "sh")
+    """Run the README's long-running commands (simulators, service) until the service is
+    ready, as a reader would in other terminals."""
     env = {
         **os.environ,
         "ORCH_PORT": ports["8080"],
@@ -107,7 +128,7 @@ async def test_the_try_it_session_works_as_written(
     }
     env.pop("DATABASE_URL", None)
     with (tmp_path / "background.log").open("wb") as log:  # the children keep their own copy
-        for command in (simulate, serve):
+        for command in commands:
             background.append(
                 subprocess.Popen(  # noqa: ASYNC220 - spawning does not block
                     ["bash", "-c", with_ports(command, ports)],
@@ -129,19 +150,77 @@ async def test_the_try_it_session_works_as_written(
     else:
         pytest.fail(f"the service did not come up: {(tmp_path / 'background.log').read_text()}")
 
+
+async def run_session(
+    session: list[str], repo_root: Path, tmp_path: Path, ports: dict[str, str]
+) -> tuple[str, str]:
+    """The README's commands in one shell, stopping at the first that fails."""
     script = "set -euo pipefail\n" + "\n".join(with_ports(block, ports) for block in session)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env["PATH"] = f"{repo_root / '.venv' / 'bin'}:{os.environ['PATH']}"
     run = await asyncio.create_subprocess_exec(
         "bash",
         "-c",
         script,
         cwd=tmp_path,
+        env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(run.communicate(), timeout=60)
+    out, err = await asyncio.wait_for(run.communicate(), timeout=120)
     assert run.returncode == 0, err.decode()
-    text = out.decode()
+    return out.decode(), err.decode()
+
+
+async def test_the_try_it_session_works_as_written(
+    repo_root: Path,
+    tmp_path: Path,
+    ports: dict[str, str],
+    background: list[subprocess.Popen[bytes]],
+) -> None:
+    simulate, serve, *session = blocks(section(readme(repo_root), "Try it"), "sh")
+    await start_in_background([simulate, serve], repo_root, tmp_path, ports, background)
+    text, _ = await run_session(session, repo_root, tmp_path, ports)
     assert '"status":"confirmed"' in text
     assert '"confirmed_via":"webhook"' in text
     assert '"cause":"webhook"' in text
     assert '"confirmed":1' in text
+
+
+#: The subsections of "Integrating" whose commands this test runs, in order (others, such as
+#: the completion callbacks, have their own tests).
+INTEGRATING = (
+    "Enqueue, then follow it to the end",
+    "Batch enqueue",
+    "Scoped tokens",
+    "The command line",
+)
+
+
+async def test_the_integrating_examples_work_as_written(
+    repo_root: Path,
+    tmp_path: Path,
+    ports: dict[str, str],
+    background: list[subprocess.Popen[bytes]],
+) -> None:
+    text = readme(repo_root)
+    simulate = blocks(section(text, "Try it"), "sh")[0]
+    integrating = section(text, "Integrating")
+    (serve,) = blocks(integrating[: integrating.index("\n### ")], "sh")
+    await start_in_background([simulate, serve], repo_root, tmp_path, ports, background)
+    session = [
+        block for heading in INTEGRATING for block in blocks(subsection(integrating, heading), "sh")
+    ]
+    out, err = await run_session(session, repo_root, tmp_path, ports)
+
+    lines = out.splitlines()
+    assert re.match(r'etag: "[0-9a-f-]{36}-v\d+"', lines[0], re.IGNORECASE), out
+    assert '"status":"confirmed"' in lines[1] and '"confirmed_via":"webhook"' in lines[1], out
+    assert lines[2] == "304", out
+    assert lines[3].startswith("[(202, None), (202, None), (422, [{'field': 'items[2].resource_id'")
+    assert '"status":403' in lines[4] and '"missing_scope":"admin"' in lines[4], out
+    assert lines[5] == "200", out
+    follow = lines[6 : next(i for i, line in enumerate(lines) if line.startswith("┏"))]
+    assert follow and "  confirmed  attempts=1  outcome=canceled" in follow[-1], out
+    assert lines[-1] == "exit 1", out
+    assert "orchestrator: the cancellation is already confirmed" in err, err
