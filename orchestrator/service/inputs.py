@@ -152,7 +152,11 @@ class BatchItem(EnqueueRequest):
     """One item of POST /v1/cancellations/batch: an enqueue body, with its own optional
     idempotency key (what the Idempotency-Key header is to a single enqueue)."""
 
-    idempotency_key: IdempotencyKey | None = None
+    idempotency_key: IdempotencyKey | None = Field(
+        None,
+        description="this item's Idempotency-Key: the same key and body answer the same"
+        " cancellation (200), the same key with another body is a 409",
+    )
 
     def enqueue_request(self) -> EnqueueRequest:
         """The item without its key: what the key's request hash is computed over."""
