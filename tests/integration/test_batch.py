@@ -41,9 +41,12 @@ async def test_each_item_gets_its_own_status_in_order(
         item("sr-d", colour="red"),
         item("sr-e", idempotency_key=""),
         {"provider": "acme", "resource_id": "sr-f"},
+        item("sr-g", callback_url="http://127.0.0.1:9/done"),  # no ORCH_CALLBACK_SECRET here
     ]
     results = await post_batch(harness, items)
-    assert [r["status"] for r in results] == [202, 200, 422, 202, 409, 422, 422, 422, 422, 422, 422]
+    assert [r["status"] for r in results] == [
+        *(202, 200, 422, 202, 409, 422, 422, 422, 422, 422, 422, 422)
+    ]
 
     assert results[1]["cancellation"]["id"] == results[0]["cancellation"]["id"]
     reused = results[4]
@@ -59,6 +62,7 @@ async def test_each_item_gets_its_own_status_in_order(
         8: ["items[8].colour"],
         9: ["items[9].idempotency_key"],
         10: ["items[10].provider"],
+        11: ["items[11].callback_url"],
     }
     for index, expected in fields.items():
         problem = results[index]["problem"]
