@@ -93,7 +93,8 @@ def if_none_match(request: web.Request) -> frozenset[str]:
     return frozenset(tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip())
 
 
-@routes.get("/v1/cancellations/{id}", name="cancellation")
+# Not /v1/cancellations/batch: that path only takes POST (its Allow header says so).
+@routes.get("/v1/cancellations/{id:(?!batch$)[^/]+}", name="cancellation")
 async def get_one(request: web.Request) -> web.Response:
     ident = cancellation_id(request)
     try:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
 from orchestrator.providers import registry
@@ -45,6 +45,8 @@ class BatchIn(BaseModel):
     `idempotency_key`: that item's Idempotency-Key). The items are checked one by one, so
     any JSON value is accepted here: an item that is not a valid enqueue body is answered
     with its own 422 in the results, and the rest are enqueued."""
+
+    model_config = ConfigDict(extra="forbid")
 
     items: list[Any]
 
