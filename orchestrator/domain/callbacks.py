@@ -2,7 +2,7 @@
 
 Pure, like lifecycle.py: the time and the randomness are passed in. A callback attempt is
 not a transition of the cancellation (it stays confirmed or failed); its history rows are
-kept apart from the transition log (0007_completion_callbacks.sql).
+kept apart from the transition log (0006_completion_callbacks.sql).
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ class Cancellation:
     #: When the first attempt was claimed: callbacks older than this (less the allowed
     #: clock skew) cannot be about our cancel.
     first_sent_at: datetime | None
-    #: Where to POST the cancellation once it ends (0007_completion_callbacks.sql).
+    #: Where to POST the cancellation once it ends (0006_completion_callbacks.sql).
     callback_url: str | None
 
     @classmethod

@@ -1,7 +1,7 @@
 """Completion callbacks at enqueue: which callback_url the orchestrator agrees to call.
 
 The delivery itself is orchestrator/workers/callbacks.py; the outbox it reads is filled by
-the database, in the transaction that ends a cancellation (0007_completion_callbacks.sql).
+the database, in the transaction that ends a cancellation (0006_completion_callbacks.sql).
 """
 
 from __future__ import annotations

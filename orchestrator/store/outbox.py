@@ -1,4 +1,4 @@
-"""The completion callbacks' outbox (0007_completion_callbacks.sql), behind the same narrow
+"""The completion callbacks' outbox (0006_completion_callbacks.sql), behind the same narrow
 boundary as the rest of the store: rows become dataclasses, driver errors become ours.
 
 Deliveries are written by the database itself, in the transaction that ends a cancellation;

@@ -58,7 +58,7 @@ LIMIT $6;
 
 -- name: list_events
 -- A cancellation's history, oldest first; no row at all if the cancellation does not exist.
--- Its callback attempts (0007) are part of it, at the status they were made in: both
+-- Its callback attempts (0006) are part of it, at the status they were made in: both
 -- tables number their rows from one sequence, so the id orders them.
 SELECT e.id, e.at, e.from_status, e.to_status, e.cause, e.evidence
 FROM cancellations c LEFT JOIN cancellation_events e ON e.cancellation_id = c.id
@@ -264,7 +264,7 @@ WITH doomed AS (
 SELECT count(*) FROM deleted;
 
 -- name: claim_callbacks
--- Completion callbacks (0007): lease up to $2 due deliveries, oldest first, SKIP LOCKED,
+-- Completion callbacks (0006): lease up to $2 due deliveries, oldest first, SKIP LOCKED,
 -- until $4 (a worker that dies leaves them due again then); attempts is the fencing token.
 -- Each comes with its cancellation's row, the body to send.
 WITH due AS (

@@ -43,16 +43,11 @@ async def recorded(db: asyncpg.Connection) -> dict[int, str | None]:
     return {r["version"]: r["checksum"] for r in rows}
 
 
-#: Numbers handed out (COORDINATION.md) but not written yet: 0006 is reserved for the lead's
-#: issue 10 migration while 0007 (callbacks) has landed. Remove a number once its file exists.
-RESERVED = frozenset({6})
-
-
 def test_the_installed_package_carries_the_migrations() -> None:
     shipped = migrations.discover()
     versions = [m.version for m in shipped]
     assert versions == sorted(versions)
-    assert set(range(1, versions[-1] + 1)) - set(versions) <= RESERVED
+    assert versions == list(range(1, versions[-1] + 1))  # numbered without gaps
     assert migrations.latest_version() == shipped[-1].version
 
 
