@@ -262,8 +262,9 @@ class Dispatcher:
 
 @dataclass(frozen=True)
 class Throttled:
-    """The account's budget has no call left for this row now: it goes back unsent."""
+    """The account's budget has no call left for this row before `until`."""
 
+    until: datetime
     decision: lifecycle.Decision
 
 
@@ -289,7 +290,7 @@ class Calls:
         started = time.perf_counter()
         deadline = started + d.config.lease_s / 4
         for tried in range(1, QUICK_TRIES + 1):
-            if throttled := await self._pay():
+            if throttled := await self._clear(deadline):
                 return throttled
             result = await call()
             await self._pause_if_asked(result)
@@ -304,12 +305,26 @@ class Calls:
         ).observe(time.perf_counter() - started)
         return result
 
+    async def _clear(self, deadline: float) -> Throttled | None:
+        """None when the call may go now. A wait for the account that ends before this
+        attempt's deadline is slept out; a longer one gives the row back, so no claimed
+        row waits past its lease."""
+        while (throttled := await self._pay()) is not None:
+            before = self.d.clock.now()
+            wait = (throttled.until - before).total_seconds()
+            if time.perf_counter() + wait >= deadline:
+                return throttled
+            await asyncio.sleep(wait)
+            if self.d.clock.now() <= before:  # a clock that does not move (a test's)
+                return throttled
+        return None
+
     async def _pay(self) -> Throttled | None:
         now = self.d.clock.now()
         paused = self.d.paused_until.get(self.account.key)
         if paused is not None and paused > now:
             evidence = {"account": self.account.key, "paused_until": paused}
-            return Throttled(lifecycle.throttled(paused, evidence, self.check_pending))
+            return Throttled(paused, lifecycle.throttled(paused, evidence, self.check_pending))
         if self.paid:
             self.paid -= 1
             return None
@@ -321,7 +336,7 @@ class Calls:
         wait = lifecycle.bounded_wait(wait, self.d.policy)
         evidence = {"account": self.account.key, "wait_s": wait}
         until = now + timedelta(seconds=wait)
-        return Throttled(lifecycle.throttled(until, evidence, self.check_pending))
+        return Throttled(until, lifecycle.throttled(until, evidence, self.check_pending))
 
     async def _pause_if_asked(self, result: object) -> None:
         """A provider's wait holds for every caller of the account, on every instance."""
