@@ -390,3 +390,20 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": sys.platform,
     }
+
+
+class OtherLoad:
+    """The share of the machine's CPU spent on anything but PostgreSQL and this process
+    between start and share(): above a few percent, what was measured meanwhile was disturbed."""
+
+    def __init__(self, postmaster_pid: int) -> None:
+        self.pg = CpuMeter(postmaster_pid)
+        self.me = psutil.Process()
+        self.marks = self._read()
+
+    def _read(self) -> tuple[float, float, float, float]:
+        return (machine_busy_seconds(), self.pg.read(), cpu_seconds(self.me), time.monotonic())
+
+    def share(self) -> float:
+        busy, pg, me, at = (b - a for a, b in zip(self.marks, self._read(), strict=True))
+        return max(0.0, busy - pg - me) / (max(at, 1e-9) * (os.cpu_count() or 1))

@@ -29,6 +29,7 @@ from harness import (
     Blackhole,
     Child,
     CpuMeter,
+    OtherLoad,
     Postgres,
     clean_env,
     cpu_seconds,
@@ -498,14 +499,36 @@ def _start_profiler(run: Run, child: Child, out: Path) -> Child | None:
 # --- 4: the sweeper -------------------------------------------------------------------
 
 
-async def sweep_phase(run: Run, rows: int, overdue: int, rounds: int) -> dict[str, Any]:
+async def sweep_phase(
+    run: Run, rows: int, overdue: int, rounds: int, expired: int = 0, retention_rounds: int = 3
+) -> dict[str, Any]:
+    """The sweeper's round at this size, then (if rows are past retention) its deletes."""
     import sweep
 
     db = f"bench_sweep_{rows}"
     dsn = await run.pg.create_database(db)
-    loaded = await sweep.load(dsn, rows, overdue)
+    loaded = await sweep.load(dsn, rows, overdue, sweep.expired_rows(rows, expired))
+    other = OtherLoad(run.pg.postmaster_pid)
     measured = await sweep.measure(dsn, overdue, rounds)
+    measured["other_load_pct"] = round(100 * other.share(), 1)
+    if loaded["expired"]:
+        other = OtherLoad(run.pg.postmaster_pid)
+        measured["retention"] = await sweep.measure_retention(dsn, retention_rounds)
+        measured["retention"]["other_load_pct"] = round(100 * other.share(), 1)
     return {**loaded, **measured}
+
+
+# --- 5: the claim, before and after the shared budget ----------------------------------
+
+
+async def claim_phase(run: Run, rows: int, claims: int, batch: int, repeat: int) -> dict[str, Any]:
+    import claim
+
+    dsn = await run.pg.create_database("bench_claim")
+    loaded = await claim.load(dsn, rows)
+    other = OtherLoad(run.pg.postmaster_pid)
+    measured = await claim.measure(dsn, run.pg.postmaster_pid, claims, batch, repeat)
+    return {**loaded, **measured, "other_load_pct": round(100 * other.share(), 1)}
 
 
 # --- 5b: pgbench ----------------------------------------------------------------------

@@ -149,6 +149,36 @@ def print_report(console: Console, data: Figures) -> None:
             "",
             "",
         )
+        kept = s.get("retention")
+        if kept:
+            table.add_row(
+                "retention",
+                f"one batch of {kept['batch']} expired of {s['rows']:,} rows (ms)",
+                _fmt(kept["batch_ms"]),
+                "",
+                "",
+            )
+            table.add_row(
+                "",
+                f"one round (<= 10 batches), {_fmt(kept['round_deleted'])} deleted (ms)",
+                _fmt(kept["round_ms"]),
+                "",
+                "",
+            )
+            table.add_row(
+                "", "a round with nothing to delete (ms)", _fmt(kept["idle_round_ms"]), "", ""
+            )
+    claim = results.get("claim")
+    if claim:
+        for way in ("unlimited", "limited", "before", "before-no-notify"):
+            figures = claim.get(way, {})
+            table.add_row(
+                "claim" if way == "unlimited" else "",
+                f"{way}: ms per claim of {claim['batch']} (Postgres CPU ms)",
+                f"{_fmt(figures.get('ms_per_claim'))} ({_fmt(figures.get('pg_cpu_ms_per_claim'))})",
+                "",
+                "",
+            )
     pgb = results.get("pgbench")
     if pgb:
         label = f"1-row INSERT/s, {pgb['clients']} clients"

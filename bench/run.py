@@ -58,6 +58,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sweep-rounds", type=int, default=7, help="rounds per table size; the median is reported"
     )
+    parser.add_argument(
+        "--expired",
+        type=int,
+        default=20_000,
+        help="terminal rows per sweep table that ended before the retention (0: no retention)",
+    )
+    parser.add_argument(
+        "--retention-rounds",
+        type=int,
+        default=3,
+        help="retention: single batches and full rounds timed per table; medians reported",
+    )
+    parser.add_argument("--claims", type=int, default=500, help="claims timed per way and run")
+    parser.add_argument("--claim-batch", type=int, default=32, help="rows per claim")
+    parser.add_argument(
+        "--claim-rows", type=int, default=100_000, help="queued rows in the claim's table"
+    )
     parser.add_argument("--pgbench-seconds", type=int, default=10, help="0 skips pgbench")
     parser.add_argument("--pgbench-clients", type=int, default=8)
     parser.add_argument(
@@ -78,8 +95,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a tenth of every size")
     parser.add_argument(
         "--only",
-        default="api,e2e,sweep,pgbench",
-        help="phases to run, comma-separated: api (enqueue + webhook), e2e, sweep, pgbench",
+        default="api,e2e,sweep,claim,pgbench",
+        help="phases to run, comma-separated: api (enqueue + webhook), e2e, sweep, claim, pgbench",
     )
     parser.add_argument("--no-baseline", action="store_true", help="the service alone")
     parser.add_argument(
@@ -97,6 +114,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.enqueue, args.e2e = args.enqueue // 10, args.e2e // 10
         args.webhooks = args.webhooks // 10
         args.overdue = max(1, args.overdue // 10)
+        args.expired = args.expired // 10
+        args.claims, args.claim_rows = args.claims // 10, args.claim_rows // 10
         args.sweep_rows = ",".join(
             str(int(n) // 10) for n in args.sweep_rows.split(",") if n.strip()
         )
@@ -182,8 +201,23 @@ async def bench(args: argparse.Namespace, run: phases.Run, console: Console) -> 
             if time_left(f"sweep/{rows}"):
                 step(f"sweeper: {rows:,} rows, {args.overdue:,} overdue (COPY, then rounds)")
                 results["sweep"].append(
-                    await phases.sweep_phase(run, rows, args.overdue, args.sweep_rounds)
+                    await phases.sweep_phase(
+                        run,
+                        rows,
+                        args.overdue,
+                        args.sweep_rounds,
+                        args.expired,
+                        args.retention_rounds,
+                    )
                 )
+    if "claim" in only and args.claims > 0 and time_left("claim"):
+        step(
+            f"claim: {args.claims:,} claims of {args.claim_batch} rows per way"
+            f" x {args.repeat} (table of {args.claim_rows:,} queued rows)"
+        )
+        results["claim"] = await phases.claim_phase(
+            run, args.claim_rows, args.claims, args.claim_batch, args.repeat
+        )
     results["skipped"] = skipped
     results["wall_s"] = round(time.monotonic() - started, 1)
     return results
@@ -245,6 +279,11 @@ def print_plans(console: Console, results: dict[str, Any]) -> None:
         console.print(s["plan"], highlight=False, markup=False)
         console.print(f"\n[bold]requeue_overdue, the whole statement, {s['rows']:,} rows[/]")
         console.print(s["full_plan"], highlight=False, markup=False)
+        if "retention" in s:
+            console.print(f"\n[bold]delete_expired_cancellations, {s['rows']:,} rows[/]")
+            console.print(s["retention"]["plan"], highlight=False, markup=False)
+            console.print(f"\n[bold]delete_unused_inbox_events, {s['rows']:,} rows[/]")
+            console.print(s["retention"]["inbox_plan"], highlight=False, markup=False)
 
 
 def main(argv: list[str] | None = None) -> int:

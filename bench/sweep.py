@@ -1,7 +1,13 @@
-"""Sweeper at scale: a big, mostly terminal table with a few overdue rows, one round timed.
+"""Sweeper at scale: a big, mostly terminal table with a few overdue rows, one round timed;
+then retention: terminal rows older than ORCH_RETENTION_S deleted in batches, timed.
 
 The table is bulk-loaded with COPY (asyncpg copy_records_to_table), and cancellation_counts
 written once from the terminal totals, which is what apply_decision would have left behind.
+The expired rows (terminal, ended before the retention's cut-off) get the history a real
+cancel leaves (four events) and, when confirmed by callback, the inbox event that confirmed
+them; old and recent inbox events that no cancellation used are loaded too. Only the expired
+rows get history: in production `cancellation_events` holds about four rows per
+cancellation, so its index is larger than here.
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ from orchestrator.store import db, migrations
 from orchestrator.store.queries import QUERIES
 from orchestrator.store.repository import Store
 from orchestrator.workers.sweeper import Sweeper
+
+#: ORCH_RETENTION_S's default (90 days): the expired rows ended before now minus this.
+RETENTION_S = 7_776_000
+#: The sweeper's batch (Sweeper.retention_batch) and its batches per round (run_once).
+RETENTION_BATCH = 500
+RETENTION_MAX_BATCHES = 10
 
 # The columns this loader fills; any other column keeps its default.
 _COLUMNS = (
@@ -48,26 +60,37 @@ _COLUMNS = (
 )
 
 
-def _plan(rows: int, overdue: int) -> Counter[str]:
-    """99% terminal; of the open 1%, `overdue` are past confirm_by, the rest are not due."""
+def expired_rows(rows: int, wanted: int) -> int:
+    """How many terminal rows are past retention: `wanted`, at most a quarter of the table."""
+    return max(0, min(wanted, rows // 4))
+
+
+def _plan(rows: int, overdue: int, expired: int = 0) -> Counter[str]:
+    """99% terminal; of the open 1%, `overdue` are past confirm_by, the rest are not due.
+    `expired` of the terminal rows (3% of them failed) ended before the retention cut-off."""
     open_rows = max(overdue, rows // 100)
     rest = open_rows - overdue
     terminal = rows - open_rows
     failed = terminal * 3 // 100
+    expired_failed = expired * 3 // 100
     return Counter(
         {
             "overdue": overdue,
             "awaiting": rest * 2 // 3,
             "queued_later": rest - rest * 2 // 3,
-            "confirmed": terminal - failed,
-            "failed": failed,
+            "confirmed": terminal - failed - (expired - expired_failed),
+            "failed": failed - expired_failed,
+            "expired_confirmed": expired - expired_failed,
+            "expired_failed": expired_failed,
         }
     )
 
 
-def _records(rows: int, overdue: int, now: datetime, seed: int) -> Iterator[tuple[Any, ...]]:
+def _records(
+    rows: int, overdue: int, expired: int, now: datetime, seed: int
+) -> Iterator[tuple[Any, ...]]:
     rng = random.Random(seed)
-    kinds = [k for k, n in _plan(rows, overdue).items() for _ in range(n)]
+    kinds = [k for k, n in _plan(rows, overdue, expired).items() for _ in range(n)]
     rng.shuffle(kinds)
     hour = timedelta(hours=1)
     for n, kind in enumerate(kinds):
@@ -78,6 +101,11 @@ def _records(rows: int, overdue: int, now: datetime, seed: int) -> Iterator[tupl
         via: str | None = "webhook"
         confirm_by = submitted + hour
         next_at = confirmed_at = None
+        if kind.startswith("expired_"):  # ended 1 to 30 days before the retention cut-off
+            created = now - timedelta(seconds=RETENTION_S + rng.uniform(86400, 30 * 86400))
+            submitted = created + timedelta(seconds=1)
+            confirm_by = submitted + hour
+            kind = kind.removeprefix("expired_")
         if kind == "confirmed":
             confirmed_at = submitted + timedelta(seconds=rng.uniform(0.05, 60))
         elif kind == "failed":
@@ -116,14 +144,84 @@ def _records(rows: int, overdue: int, now: datetime, seed: int) -> Iterator[tupl
         )
 
 
-async def load(dsn: str, rows: int, overdue: int) -> dict[str, Any]:
+# The history of an expired row, as a real cancel leaves it: (seconds after created_at,
+# from, to, cause, evidence). The last step is its terminal status's.
+_HISTORY = (
+    (0, None, "queued", "enqueued", '{"reason": "bench: bulk"}'),
+    (0.5, "queued", "sending", "claimed", '{"attempt": 1, "worker": "bench"}'),
+    (1, "sending", "awaiting_confirmation", "provider_queued_cancel", '{"http_status": 200}'),
+)
+
+# A ~1.7 KB payload, the size of a Dropbox Sign callback's stored JSON.
+_PAYLOAD_SQL = (
+    "jsonb_build_object('event', jsonb_build_object('event_type',"
+    " 'signature_request_canceled', 'event_time', extract(epoch FROM {at})::bigint::text,"
+    " 'event_hash', md5({key}) || md5({key} || 'x'), 'event_metadata',"
+    " jsonb_build_object('reported_for_account_id', 'sim-account')),"
+    " 'signature_request', jsonb_build_object('signature_request_id', {resource},"
+    " 'title', 'bench', 'is_complete', false, 'is_declined', false,"
+    " 'padding', repeat('x', 1400)))"
+)
+
+
+async def _load_expired_extras(conn: asyncpg.Connection, now: datetime, unused: int) -> None:
+    """History for every expired row, the inbox event that confirmed each expired confirmed
+    row, and `unused` old plus `unused` recent inbox events nobody used."""
+    cutoff = now - timedelta(seconds=RETENTION_S)
+    values = ", ".join(
+        f"({offset}, {'NULL' if frm is None else repr(frm)}, '{to}', '{cause}', '{evidence}')"
+        for offset, frm, to, cause, evidence in _HISTORY
+    )
+    await conn.execute(
+        "INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause,"  # noqa: S608
+        " evidence)"
+        " SELECT c.id, c.created_at + make_interval(secs => h.offset_s), h.from_status,"
+        " h.to_status, h.cause, h.evidence::jsonb"
+        f" FROM cancellations c, (VALUES {values}) AS h(offset_s, from_status, to_status,"
+        " cause, evidence)"
+        " WHERE c.status IN ('confirmed', 'failed') AND c.updated_at < $1"
+        " UNION ALL"
+        " SELECT c.id, c.updated_at, 'awaiting_confirmation', c.status,"
+        " 'webhook', '{}'::jsonb"
+        " FROM cancellations c WHERE c.status IN ('confirmed', 'failed') AND c.updated_at < $1",
+        cutoff,
+    )
+    payload = _PAYLOAD_SQL.format(at="c.updated_at", key="c.id::text", resource="c.resource_id")
+    await conn.execute(
+        "INSERT INTO webhook_inbox (provider, account, dedupe_key, resource_id, event_type,"  # noqa: S608
+        " event_time, effect, payload, received_at, processed_at, cancellation_id)"
+        " SELECT c.provider, c.account, 'bench-' || c.id, c.resource_id,"
+        " 'signature_request_canceled', c.updated_at, '{\"kind\": \"canceled\"}'::jsonb,"
+        f" {payload}, c.updated_at, c.updated_at, c.id"
+        " FROM cancellations c WHERE c.status = 'confirmed' AND c.updated_at < $1",
+        cutoff,
+    )
+    payload = _PAYLOAD_SQL.format(at="t.at", key="t.n::text", resource="'unused-' || t.n")
+    await conn.execute(
+        "INSERT INTO webhook_inbox (provider, account, dedupe_key, resource_id, event_type,"  # noqa: S608
+        " event_time, effect, payload, received_at)"
+        " SELECT 'dropbox_sign', 'default', 'bench-unused-' || t.n, 'unused-' || t.n,"
+        " 'signature_request_canceled', t.at, '{\"kind\": \"canceled\"}'::jsonb,"
+        f" {payload}, t.at"
+        " FROM (SELECT n, CASE WHEN n % 2 = 0 THEN $1::timestamptz - make_interval(secs => n)"
+        " ELSE $2::timestamptz - make_interval(secs => n) END AS at"
+        " FROM generate_series(1, $3::int) n) t",
+        cutoff,
+        now,
+        2 * unused,
+    )
+
+
+async def load(dsn: str, rows: int, overdue: int, expired: int = 0) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
         await migrations.migrate(conn)
         now = datetime.now(UTC)
         started = time.perf_counter()
         await conn.copy_records_to_table(
-            "cancellations", records=_records(rows, overdue, now, seed=rows), columns=_COLUMNS
+            "cancellations",
+            records=_records(rows, overdue, expired, now, seed=rows),
+            columns=_COLUMNS,
         )
         await conn.execute(
             "INSERT INTO cancellation_counts (status, shard, n)"
@@ -131,15 +229,26 @@ async def load(dsn: str, rows: int, overdue: int) -> dict[str, Any]:
             " WHERE status IN ('confirmed', 'failed') GROUP BY status"
         )
         loaded = time.perf_counter() - started
+        if expired:
+            await _load_expired_extras(conn, now, unused=max(1, expired // 10))
+        extras = time.perf_counter() - started - loaded
         await conn.execute("VACUUM (ANALYZE) cancellations")
+        await conn.execute("VACUUM (ANALYZE) cancellation_events")
+        await conn.execute("VACUUM (ANALYZE) webhook_inbox")
         size = await conn.fetchval("SELECT pg_total_relation_size('cancellations')")
+        history = await conn.fetchval("SELECT count(*) FROM cancellation_events")
+        inbox = await conn.fetchval("SELECT count(*) FROM webhook_inbox")
     finally:
         await conn.close()
     return {
         "rows": rows,
         "overdue": overdue,
+        "expired": expired,
+        "history_rows": int(history),
+        "inbox_events": int(inbox),
         "load_s": round(loaded, 1),
-        "vacuum_analyze_s": round(time.perf_counter() - started - loaded, 1),
+        "load_extras_s": round(extras, 1),
+        "vacuum_analyze_s": round(time.perf_counter() - started - loaded - extras, 1),
         "table_bytes": int(size),
     }
 
@@ -178,7 +287,8 @@ async def measure(dsn: str, overdue: int, rounds: int) -> dict[str, Any]:
         now = datetime.now(UTC)
         plan = await explain(conn, _inner_select("requeue_overdue", "overdue"), now, 1000)
         store = Store(pool)
-        sweeper = Sweeper(store, SystemClock())
+        # The loader's account is served, as in a service that has its key.
+        sweeper = Sweeper(store, SystemClock(), served=lambda: ["dropbox_sign:default"])
 
         async def put_back() -> None:
             await conn.execute(
@@ -239,4 +349,93 @@ async def measure(dsn: str, overdue: int, rounds: int) -> dict[str, Any]:
         "steps_ms": steps_ms,
         "plan": plan,
         "full_plan": full_plan,
+    }
+
+
+async def measure_retention(dsn: str, rounds: int) -> dict[str, Any]:
+    """Retention at this size: `Store.delete_expired(before, 500)` timed for one batch and
+    for a full round (up to 10 batches, as Sweeper._retain runs them), `rounds` times each;
+    the plan of the delete; then a round with nothing left to delete.
+
+    The rounds run one after another without a VACUUM between them, as the sweeper's would
+    between two runs of autovacuum. Each deleted row takes its history with it (ON DELETE
+    CASCADE) and the inbox event it used; old unused inbox events go in the same call.
+    """
+    pool = await db.create_pool(dsn, 8)
+    conn = await asyncpg.connect(dsn)
+    store = Store(pool)
+    lsn = "SELECT pg_current_wal_lsn()::text"
+    wal_diff = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint"
+    counts = (
+        "SELECT (SELECT count(*) FROM cancellations) AS rows,"
+        " (SELECT count(*) FROM cancellation_events) AS history,"
+        " (SELECT count(*) FROM webhook_inbox) AS inbox"
+    )
+
+    async def timed(batches: int) -> dict[str, Any]:
+        """Up to `batches` calls, stopping at the first short one (Sweeper._retain's loop)."""
+        before_counts = await conn.fetchrow(counts)
+        before_lsn = await conn.fetchval(lsn)
+        cutoff = datetime.now(UTC) - timedelta(seconds=RETENTION_S)
+        deleted = events = calls = 0
+        started = time.perf_counter()
+        for _ in range(batches):
+            rows, inbox = await store.delete_expired(cutoff, RETENTION_BATCH)
+            deleted, events, calls = deleted + rows, events + inbox, calls + 1
+            if rows < RETENTION_BATCH and inbox < RETENTION_BATCH:
+                break
+        ms = (time.perf_counter() - started) * 1000
+        wal = int(await conn.fetchval(wal_diff, before_lsn))
+        after_counts = await conn.fetchrow(counts)
+        return {
+            "ms": round(ms, 2),
+            "calls": calls,
+            "deleted": deleted,
+            "inbox_deleted": events,
+            "history_deleted": int(before_counts["history"] - after_counts["history"]),
+            "wal_bytes": wal,
+        }
+
+    try:
+        await pool.fetchval("SELECT 1")  # a warm connection, as in a running service
+        cutoff = datetime.now(UTC) - timedelta(seconds=RETENTION_S)
+        # Run for real (the cascade's triggers and all), rolled back; first, while every
+        # expired row is still there.
+        plan = await explain(conn, QUERIES["delete_expired_cancellations"], cutoff, RETENTION_BATCH)
+        inbox_plan = await explain(
+            conn, QUERIES["delete_unused_inbox_events"], cutoff, RETENTION_BATCH
+        )
+        batches = [await timed(1) for _ in range(rounds)]
+        full = [await timed(RETENTION_MAX_BATCHES) for _ in range(rounds)]
+        # Whatever is left, untimed; then the steady state: a round that finds nothing.
+        while sum(await store.delete_expired(cutoff, 5000)):
+            pass
+        for table in ("cancellations", "cancellation_events", "webhook_inbox"):
+            await conn.execute(f"VACUUM (ANALYZE) {table}")
+        idle = [await timed(RETENTION_MAX_BATCHES) for _ in range(max(3, rounds))]
+        left = await conn.fetchrow(counts)
+    finally:
+        await conn.close()
+        await pool.close()
+
+    def median(runs: list[dict[str, Any]], key: str) -> float | None:
+        values = [r[key] for r in runs]
+        return round(statistics.median(values), 2) if values else None
+
+    return {
+        "retention_s": RETENTION_S,
+        "batch": RETENTION_BATCH,
+        "batch_ms": median(batches, "ms"),
+        "batch_deleted": median(batches, "deleted"),
+        "batch_wal_bytes": median(batches, "wal_bytes"),
+        "batches": batches,
+        "round_ms": median(full, "ms"),
+        "round_deleted": median(full, "deleted"),
+        "round_wal_bytes": median(full, "wal_bytes"),
+        "rounds": full,
+        "idle_round_ms": median(idle, "ms"),
+        "idle_rounds": idle,
+        "left": dict(left),
+        "plan": plan,
+        "inbox_plan": inbox_plan,
     }

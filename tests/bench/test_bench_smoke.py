@@ -39,20 +39,23 @@ def test_bench_runs_every_phase_at_a_tiny_size(tmp_path: Path) -> None:
         "--sweep-rows=2000,4000",
         "--overdue=20",
         "--sweep-rounds=1",
+        "--retention-rounds=1",
+        "--claims=5",
+        "--claim-rows=2000",
         "--pgbench-seconds=1",
         "--repeat=1",
         "--settle=0.2",
         "--phase-timeout=20",
-        "--budget=25",
+        "--budget=40",
         f"--out={out}",
     ]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        raw, _ = proc.communicate(timeout=90)
+        raw, _ = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGTERM)  # run.py stops everything it started on SIGTERM
         raw, _ = proc.communicate(timeout=30)
-        pytest.fail(f"the benchmark did not finish in 90 s:\n{raw.decode()[-4000:]}")
+        pytest.fail(f"the benchmark did not finish in 120 s:\n{raw.decode()[-4000:]}")
     output = raw.decode(errors="replace")
     assert proc.returncode == 0, output[-4000:]
 
@@ -72,6 +75,26 @@ def test_bench_runs_every_phase_at_a_tiny_size(tmp_path: Path) -> None:
     assert [s["rows"] for s in results["sweep"]] == [2000, 4000]
     assert all(s["requeued"] == [20] for s in results["sweep"])
     assert "LockRows" in results["sweep"][0]["plan"]
+    # Retention: a quarter of each table ended before the cut-off; a batch, then a round,
+    # then nothing left; each deleted row took its four history rows with it.
+    for s in results["sweep"]:
+        kept = s["retention"]
+        assert s["expired"] == s["rows"] // 4
+        done = kept["batches"] + kept["rounds"]
+        assert kept["batches"][0]["deleted"] == 500
+        assert sum(r["deleted"] for r in done) == s["expired"]
+        assert sum(r["history_deleted"] for r in done) == 4 * s["expired"]
+        assert sum(r["inbox_deleted"] for r in done) > 0
+        assert all(r["deleted"] == 0 and r["wal_bytes"] == 0 for r in kept["idle_rounds"])
+        assert "cancellations_terminal_at" in kept["plan"]
+        assert "cancellation_events_cancellation_id_fkey" in kept["plan"]
+    # The claim, each way: one transaction and one round trip per claim of 32.
+    claim = results["claim"]
+    for way in ("unlimited", "limited", "before", "before-no-notify"):
+        assert claim[way]["rows"] == 5 * 32, way
+        assert claim[way]["xacts_per_claim"] == 1, way
+        assert claim[way]["round_trips_per_claim"] == 1, way
+        assert claim[way]["ms_per_claim"] > 0 and claim[way]["wal_bytes_per_claim"] > 0, way
     assert results["pgbench"]["tps"] > 0
     assert len(data["targets"]) == 8
 
