@@ -535,7 +535,9 @@ async def claim_phase(run: Run, rows: int, claims: int, batch: int, repeat: int)
 
 
 async def pgbench_phase(run: Run, seconds: int, clients: int) -> dict[str, Any]:
-    """The database's raw limit here: a one-row INSERT per transaction."""
+    """The database's raw limit here: a one-row INSERT per transaction. Then a one-row UPDATE
+    per transaction, without and with a pg_notify in it: what 0005's NOTIFY trigger (every
+    version change of a cancellation) costs a commit here."""
     db = "bench_pgbench"
     dsn = await run.pg.create_database(db)
     conn = await asyncpg.connect(dsn)
@@ -544,10 +546,32 @@ async def pgbench_phase(run: Run, seconds: int, clients: int) -> dict[str, Any]:
             "CREATE TABLE pgbench_insert (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
             " at timestamptz NOT NULL DEFAULT now(), payload text NOT NULL)"
         )
+        await conn.execute(
+            "CREATE TABLE pgbench_update (id int PRIMARY KEY, n bigint NOT NULL);"
+            " INSERT INTO pgbench_update SELECT g, 0 FROM generate_series(1, 10000) g"
+        )
     finally:
         await conn.close()
+    # The same statement both times; only the pg_notify differs.
+    update = (
+        "\\set id random(1, 10000)\n"
+        "WITH u AS (UPDATE pgbench_update SET n = n + 1 WHERE id = :id RETURNING id)"
+        " SELECT {} FROM u;\n"
+    )
+    out = await _pgbench(
+        run, db, seconds, clients, "INSERT INTO pgbench_insert (payload) VALUES ('cancel');\n"
+    )
+    out["update"] = await _pgbench(run, db, seconds, clients, update.format("id::text"))
+    out["update_notify"] = await _pgbench(
+        run, db, seconds, clients, update.format("pg_notify('bench', id::text)")
+    )
+    return out
+
+
+async def _pgbench(run: Run, db: str, seconds: int, clients: int, sql: str) -> dict[str, Any]:
+    """pgbench -c clients -T seconds with one custom script, one transaction per run of it."""
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-        script.write("INSERT INTO pgbench_insert (payload) VALUES ('cancel');\n")
+        script.write(sql)
     os.chmod(script.name, 0o644)
     argv = [
         str(run.pg.bin_dir / "pgbench"),

@@ -184,6 +184,12 @@ def print_report(console: Console, data: Figures) -> None:
         label = f"1-row INSERT/s, {pgb['clients']} clients"
         table.add_row("pgbench", label, _fmt(pgb["tps"]), "", "")
         table.add_row("", "Postgres CPU ms / INSERT", _fmt(pgb["pg_cpu_ms_per_xact"]), "", "")
+        for key, what in (
+            ("update", "1-row UPDATE/s"),
+            ("update_notify", "the same + pg_notify/s"),
+        ):
+            if key in pgb:
+                table.add_row("", what, _fmt(pgb[key]["tps"]), "", "")
         e2e = _get(svc, "e2e", "confirmed_per_s")
         r = ratio(e2e, pgb["tps"])
         table.add_row("", "service confirmed/s ÷ pgbench INSERT/s", _x(r), "", "")

@@ -92,6 +92,8 @@ def _records(
     rng = random.Random(seed)
     kinds = [k for k, n in _plan(rows, overdue, expired).items() for _ in range(n)]
     rng.shuffle(kinds)
+    # The expired rows first: rows are inserted in time order, so the oldest share pages.
+    kinds.sort(key=lambda kind: not kind.startswith("expired_"))
     hour = timedelta(hours=1)
     for n, kind in enumerate(kinds):
         created = now - timedelta(seconds=rng.uniform(7200, 30 * 86400))
@@ -325,6 +327,17 @@ async def measure(dsn: str, overdue: int, rounds: int) -> dict[str, Any]:
             await step()
             steps_ms[name] = round((time.perf_counter() - started) * 1000, 2)
         await put_back()
+        # The same rounds without 0005's NOTIFY trigger (a pg_notify per requeued row).
+        quiet_ms: list[float] = []
+        await conn.execute("ALTER TABLE cancellations DISABLE TRIGGER cancellation_changed")
+        try:
+            for _ in range(max(1, rounds // 2)):
+                started = time.perf_counter()
+                await sweeper.run_once()
+                quiet_ms.append((time.perf_counter() - started) * 1000)
+                await put_back()
+        finally:
+            await conn.execute("ALTER TABLE cancellations ENABLE TRIGGER cancellation_changed")
         full_plan = await explain(conn, QUERIES["requeue_overdue"], datetime.now(UTC), 1000)
         await conn.execute("VACUUM (ANALYZE) cancellations")
         # And a round with nothing overdue: the price of the sweeper's interval when idle.
@@ -333,9 +346,23 @@ async def measure(dsn: str, overdue: int, rounds: int) -> dict[str, Any]:
             " WHERE status = 'awaiting_confirmation' AND confirm_by <= now()"
         )
         await conn.execute("VACUUM (ANALYZE) cancellations")
-        started = time.perf_counter()
-        idle = await sweeper.run_once()
-        idle_ms = (time.perf_counter() - started) * 1000
+        idle_runs: list[float] = []
+        for _ in range(3):
+            started = time.perf_counter()
+            idle = await sweeper.run_once()
+            idle_runs.append((time.perf_counter() - started) * 1000)
+        idle_ms = statistics.median(idle_runs)
+        # An idle round's statements one by one, and the plan of the one added in 0005.
+        idle_steps_ms: dict[str, float] = {}
+        idle_steps = {
+            **steps,
+            "unserved_accounts": lambda: store.unserved_accounts(["dropbox_sign:default"]),
+        }
+        for name, step in idle_steps.items():
+            started = time.perf_counter()
+            await step()
+            idle_steps_ms[name] = round((time.perf_counter() - started) * 1000, 2)
+        unserved_plan = await explain(conn, QUERIES["unserved_accounts"], ["dropbox_sign:default"])
     finally:
         await conn.close()
         await pool.close()
@@ -344,7 +371,11 @@ async def measure(dsn: str, overdue: int, rounds: int) -> dict[str, Any]:
         "rounds_ms": [round(t, 2) for t in times_ms],
         "requeued": requeued,
         "wal_bytes": wal_bytes,
+        "rounds_without_notify_ms": [round(t, 2) for t in quiet_ms],
         "idle_round_ms": round(idle_ms, 2),
+        "idle_rounds_ms": [round(t, 2) for t in idle_runs],
+        "idle_steps_ms": idle_steps_ms,
+        "unserved_plan": unserved_plan,
         "idle_requeued": idle.overdue,
         "steps_ms": steps_ms,
         "plan": plan,

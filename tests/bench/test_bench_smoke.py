@@ -74,6 +74,7 @@ def test_bench_runs_every_phase_at_a_tiny_size(tmp_path: Path) -> None:
     assert "batch" not in results["baseline"]["api"]
     assert [s["rows"] for s in results["sweep"]] == [2000, 4000]
     assert all(s["requeued"] == [20] for s in results["sweep"])
+    assert all(s["idle_steps_ms"]["unserved_accounts"] > 0 for s in results["sweep"])
     assert "LockRows" in results["sweep"][0]["plan"]
     # Retention: a quarter of each table ended before the cut-off; a batch, then a round,
     # then nothing left; each deleted row took its four history rows with it.
@@ -96,6 +97,8 @@ def test_bench_runs_every_phase_at_a_tiny_size(tmp_path: Path) -> None:
         assert claim[way]["round_trips_per_claim"] == 1, way
         assert claim[way]["ms_per_claim"] > 0 and claim[way]["wal_bytes_per_claim"] > 0, way
     assert results["pgbench"]["tps"] > 0
+    assert results["pgbench"]["update"]["tps"] > 0
+    assert results["pgbench"]["update_notify"]["tps"] > 0
     assert len(data["targets"]) == 8
 
     # Its PostgreSQL, services, simulator and baseline are all gone, and the data with them.
