@@ -10,6 +10,8 @@ they measured).
 with-reset      asyncpg's default reset query on every release, whatever the service asks
                 for: the code before f7bd8e9, to measure what dropping it changed.
 uvloop          the uvloop event loop (an optional extra; pip install uvloop).
+no-notify       0005's NOTIFY trigger (pg_notify on every version change) disabled after the
+                migrations: what the trigger costs end to end.
 count-queries   not an optimisation: counts the statements (round trips) the service sends,
                 by kind, and prints them to its log at exit (run.py --keep-logs)."""
 
@@ -67,6 +69,19 @@ def count_queries() -> None:
     atexit.register(report)
 
 
+def no_notify() -> None:
+    from orchestrator.store import migrations
+
+    migrate = migrations.migrate
+
+    async def migrate_then_disable(conn: asyncpg.Connection, *args: Any, **kw: Any) -> Any:
+        applied = await migrate(conn, *args, **kw)
+        await conn.execute("ALTER TABLE cancellations DISABLE TRIGGER cancellation_changed")
+        return applied
+
+    migrations.migrate = migrate_then_disable  # type: ignore[assignment]
+
+
 def use_uvloop() -> None:
     import asyncio
 
@@ -79,6 +94,7 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "with-reset": with_reset,
     "uvloop": use_uvloop,
     "count-queries": count_queries,
+    "no-notify": no_notify,
 }
 
 
