@@ -236,7 +236,9 @@ CREATE FUNCTION public.notify_cancellation_changed() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    PERFORM pg_notify('cancellation_changed', NEW.id::text);
+    IF EXISTS (SELECT 1 FROM cancellation_watches WHERE cancellation_id = NEW.id) THEN
+        PERFORM pg_notify('cancellation_changed', NEW.id::text);
+    END IF;
     RETURN NULL;
 END;
 $$;
@@ -414,6 +416,12 @@ CREATE TABLE public.cancellation_counts (
     n bigint NOT NULL
 );
 
+CREATE UNLOGGED TABLE public.cancellation_watches (
+    cancellation_id uuid NOT NULL,
+    watcher uuid NOT NULL,
+    until timestamp with time zone NOT NULL
+);
+
 CREATE TABLE public.schema_migrations (
     version integer NOT NULL,
     name text NOT NULL,
@@ -460,6 +468,9 @@ ALTER TABLE ONLY public.cancellation_counts
 ALTER TABLE ONLY public.cancellation_events
     ADD CONSTRAINT cancellation_events_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.cancellation_watches
+    ADD CONSTRAINT cancellation_watches_pkey PRIMARY KEY (cancellation_id, watcher);
+
 ALTER TABLE ONLY public.cancellations
     ADD CONSTRAINT cancellations_pkey PRIMARY KEY (id);
 
@@ -479,6 +490,8 @@ CREATE INDEX callback_deliveries_by_cancellation ON public.callback_deliveries U
 CREATE INDEX callback_deliveries_due ON public.callback_deliveries USING btree (next_attempt_at) WHERE (state = 'pending'::text);
 
 CREATE INDEX cancellation_events_by_cancellation ON public.cancellation_events USING btree (cancellation_id, id);
+
+CREATE INDEX cancellation_watches_until ON public.cancellation_watches USING btree (until);
 
 CREATE INDEX cancellations_confirmed_at ON public.cancellations USING btree (confirmed_at) WHERE (confirmed_at IS NOT NULL);
 

@@ -7,10 +7,12 @@ store and the adapters below never see a request. Errors are the domain's (error
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -38,6 +40,10 @@ from orchestrator.store.changes import ChangeFeed
 from orchestrator.store.repository import NewCancellation, Store, WebhookOutcome
 
 log = logging.getLogger(__name__)
+
+#: A watch outlives its poll by this much, in case the poller dies before removing it; the
+#: sweeper deletes what is left.
+WATCH_MARGIN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -211,16 +217,27 @@ class Service:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         known = set(seen)
-        while True:
-            with self.changes.subscribe(cancellation_id) as changed:
-                row = await self.get(cancellation_id)
-                if not known:
-                    known = {etag(row)}
-                done = row.status.is_terminal or (not until_terminal and not is_current(row, known))
-                remaining = deadline - loop.time()
-                if done or remaining <= 0 or self.changes.closed:
-                    return row
-                await asyncio.wait([changed], timeout=remaining)
+        # Changes are announced only for watched cancellations (0007): watch before the
+        # first read, so a change committed after that read is always announced.
+        watcher = uuid.uuid4()
+        until = self.clock.now() + timedelta(seconds=wait_s + WATCH_MARGIN_S)
+        await self.store.watch(cancellation_id, watcher, until)
+        try:
+            while True:
+                with self.changes.subscribe(cancellation_id) as changed:
+                    row = await self.get(cancellation_id)
+                    if not known:
+                        known = {etag(row)}
+                    done = row.status.is_terminal or (
+                        not until_terminal and not is_current(row, known)
+                    )
+                    remaining = deadline - loop.time()
+                    if done or remaining <= 0 or self.changes.closed:
+                        return row
+                    await asyncio.wait([changed], timeout=remaining)
+        finally:
+            with contextlib.suppress(errors.DatabaseUnavailable):
+                await self.store.unwatch(cancellation_id, watcher)
 
     async def events(self, cancellation_id: uuid.UUID) -> list[Event]:
         history = await self.store.events(cancellation_id)

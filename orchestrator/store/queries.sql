@@ -213,11 +213,29 @@ ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
 SELECT pg_try_advisory_xact_lock(7305318221);
 
 -- name: unserved_accounts
--- Queued rows of accounts this instance cannot send through ($1: the ones it can), by account.
-SELECT provider || ':' || account AS account, count(*) AS queued
-FROM cancellations
-WHERE status = 'queued' AND NOT (provider || ':' || account = ANY ($1::text[]))
-GROUP BY 1
+-- Queued rows of accounts this instance cannot send through ($1: the ones it can), by
+-- account. The accounts with open rows are found by a loose index scan of
+-- cancellations_one_open (one probe per account, however long the queue); rows are counted
+-- only for the unserved ones.
+WITH RECURSIVE open_accounts AS (
+    (SELECT provider, account FROM cancellations
+     WHERE status IN ('queued', 'sending', 'awaiting_confirmation')
+     ORDER BY provider, account LIMIT 1)
+    UNION ALL
+    SELECT next.provider, next.account
+    FROM open_accounts o, LATERAL (
+        SELECT provider, account FROM cancellations
+        WHERE status IN ('queued', 'sending', 'awaiting_confirmation')
+          AND (provider, account) > (o.provider, o.account)
+        ORDER BY provider, account LIMIT 1
+    ) next
+)
+SELECT o.provider || ':' || o.account AS account, q.queued
+FROM open_accounts o, LATERAL (
+    SELECT count(*) AS queued FROM cancellations c
+    WHERE c.provider = o.provider AND c.account = o.account AND c.status = 'queued'
+) q
+WHERE NOT (o.provider || ':' || o.account = ANY ($1::text[])) AND q.queued > 0
 ORDER BY 1;
 
 -- name: ping
@@ -298,3 +316,19 @@ WITH finished AS (
     SELECT id, cancellation_id, $3, $4, $5 FROM finished
 )
 SELECT count(*) FROM finished;
+
+-- name: watch_cancellation
+-- A long poll waits for this cancellation until $3: its changes are announced meanwhile.
+INSERT INTO cancellation_watches (cancellation_id, watcher, until) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING;
+
+-- name: unwatch_cancellation
+DELETE FROM cancellation_watches WHERE cancellation_id = $1 AND watcher = $2;
+
+-- name: delete_stale_watches
+-- Watches whose poll ended without removing them (a process that died): up to $2.
+WITH stale AS (
+    SELECT cancellation_id, watcher FROM cancellation_watches WHERE until < $1 LIMIT $2
+)
+DELETE FROM cancellation_watches w USING stale
+WHERE w.cancellation_id = stale.cancellation_id AND w.watcher = stale.watcher;

@@ -259,6 +259,20 @@ class Store:
         async with translate_errors(), self.pool.acquire(timeout=2) as conn:
             return await migrations.current_version(conn)
 
+    async def watch(self, cancellation_id: uuid.UUID, watcher: uuid.UUID, until: datetime) -> None:
+        """Have the cancellation's changes announced (NOTIFY) until `until` or unwatch()."""
+        async with translate_errors():
+            await self.pool.execute(Q["watch_cancellation"], cancellation_id, watcher, until)
+
+    async def unwatch(self, cancellation_id: uuid.UUID, watcher: uuid.UUID) -> None:
+        async with translate_errors():
+            await self.pool.execute(Q["unwatch_cancellation"], cancellation_id, watcher)
+
+    async def delete_stale_watches(self, now: datetime, limit: int) -> int:
+        async with translate_errors():
+            result: str = await self.pool.execute(Q["delete_stale_watches"], now, limit)
+        return int(result.rsplit(" ", 1)[-1])
+
     async def unserved_accounts(self, served: list[str]) -> dict[str, int]:
         """Queued rows by account, for the accounts not in `served`."""
         async with translate_errors():

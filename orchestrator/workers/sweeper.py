@@ -68,6 +68,7 @@ class Sweeper:
                 break
         deleted, inbox_deleted = await self._retain(now, max_batches)
         await self._note_unserved()
+        await self.store.delete_stale_watches(now, self.batch)
         await self.store.fold_counts()
         self.metrics.swept.labels("lease_expired").inc(leases)
         self.metrics.swept.labels("overdue").inc(overdue)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -196,3 +197,34 @@ async def test_the_listener_reconnects_and_polls_still_wake(
         response = await poll
     assert response.status == 200
     assert response.headers["ETag"] != tag
+
+
+async def test_only_watched_cancellations_are_announced(
+    harness: Harness, dsn: str, db: asyncpg.Connection
+) -> None:
+    """NOTIFY costs every commit that sends it, so a change is announced only while a long
+    poll watches that cancellation (migrations/0007)."""
+    created = await harness.enqueue("sr-watched")
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(dsn)
+    try:
+        await listener.add_listener("cancellation_changed", lambda *a: heard.put_nowait(a[3]))
+        bump = "UPDATE cancellations SET version = version + 1 WHERE id = $1"
+        await db.execute(bump, uuid.UUID(created["id"]))
+        await listener.fetchval("SELECT 1")  # notifications arrive before this answer
+        assert heard.empty()
+
+        store = harness.app[keys.STORE]
+        watcher = uuid.uuid4()
+        until = harness.clock.now() + timedelta(seconds=60)
+        await store.watch(uuid.UUID(created["id"]), watcher, until)
+        await db.execute(bump, uuid.UUID(created["id"]))
+        async with asyncio.timeout(5):
+            assert await heard.get() == created["id"]
+
+        await store.unwatch(uuid.UUID(created["id"]), watcher)
+        await db.execute(bump, uuid.UUID(created["id"]))
+        await listener.fetchval("SELECT 1")
+        assert heard.empty()
+    finally:
+        await listener.close()
