@@ -235,14 +235,8 @@ async def _run(options: DemoOptions, console: Console, dsn: str) -> int:
             backoff_max_s=2,
             dispatch_poll_s=0.2,
             dispatch_concurrency=48,
-            dropbox_sign_base_url=sim_server.dropbox_sign_url,
-            dropbox_sign_api_key=sim.dropbox_sign.settings.api_key,
             dropbox_sign_rate_limit_per_min=60_000,
-            truto_base_url=sim_server.truto_url,
-            truto_api_token=sim.truto.settings.token,
-            truto_webhook_secret=sim.truto.settings.webhook_secret,
-            aptly_base_url=sim_server.aptly_url,
-            aptly_token=sim.aptly.settings.token,
+            **sim_server.settings(),
         )
         app = create_app(settings, dsn)
         runner = web.AppRunner(app, access_log=None)

@@ -117,15 +117,24 @@ class SimulatorServer:
     def aptly_url(self) -> str:
         return self.url + BASE_PATHS["aptly"]
 
+    def _pointing(self) -> list[tuple[str, str, str]]:
+        """(environment variable, orchestrator setting, value) for each provider setting
+        that points the orchestrator at this server: env() and settings() read it."""
+        sim = self.simulator
+        return [
+            ("DROPBOX_SIGN_BASE_URL", "dropbox_sign_base_url", self.dropbox_sign_url),
+            ("DROPBOX_SIGN_API_KEY", "dropbox_sign_api_key", sim.dropbox_sign.settings.api_key),
+            ("TRUTO_BASE_URL", "truto_base_url", self.truto_url),
+            ("TRUTO_API_TOKEN", "truto_api_token", sim.truto.settings.token),
+            ("TRUTO_WEBHOOK_SECRET", "truto_webhook_secret", sim.truto.settings.webhook_secret),
+            ("APTLY_BASE_URL", "aptly_base_url", self.aptly_url),
+            ("APTLY_API_TOKEN", "aptly_token", sim.aptly.settings.token),
+        ]
+
     def env(self) -> dict[str, str]:
         """Environment variables that point the orchestrator at this server."""
-        sim = self.simulator
-        return {
-            "DROPBOX_SIGN_BASE_URL": self.dropbox_sign_url,
-            "DROPBOX_SIGN_API_KEY": sim.dropbox_sign.settings.api_key,
-            "TRUTO_BASE_URL": self.truto_url,
-            "TRUTO_API_TOKEN": sim.truto.settings.token,
-            "TRUTO_WEBHOOK_SECRET": sim.truto.settings.webhook_secret,
-            "APTLY_BASE_URL": self.aptly_url,
-            "APTLY_API_TOKEN": sim.aptly.settings.token,
-        }
+        return {variable: value for variable, _, value in self._pointing()}
+
+    def settings(self) -> dict[str, str]:
+        """The same as orchestrator settings (load_settings(**server.settings()))."""
+        return {name: value for _, name, value in self._pointing()}

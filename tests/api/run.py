@@ -46,14 +46,8 @@ async def serve_and_check(dsn: str, st_args: list[str]) -> int:
             dispatch_poll_s=0.2,
             backoff_base_s=0.2,
             backoff_max_s=2,
-            dropbox_sign_base_url=sim_server.dropbox_sign_url,
-            dropbox_sign_api_key=sim.dropbox_sign.settings.api_key,
             dropbox_sign_rate_limit_per_min=60_000,
-            truto_base_url=sim_server.truto_url,
-            truto_api_token=sim.truto.settings.token,
-            truto_webhook_secret=sim.truto.settings.webhook_secret,
-            aptly_base_url=sim_server.aptly_url,
-            aptly_token=sim.aptly.settings.token,
+            **sim_server.settings(),
             # callback_url is described (and fuzzed) only where callbacks can be signed; the
             # worker's calls to the generated URLs stay on loopback.
             callback_secret="whsec_"

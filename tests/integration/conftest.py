@@ -83,14 +83,8 @@ class Harness:
 def make_settings(sim_server: SimulatorServer, dsn: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": dsn,
-        "dropbox_sign_api_key": sim_server.simulator.dropbox_sign.settings.api_key,
-        "dropbox_sign_base_url": sim_server.dropbox_sign_url,
+        **sim_server.settings(),
         "dropbox_sign_rate_limit_per_min": 100_000,
-        "truto_base_url": sim_server.truto_url,
-        "truto_api_token": sim_server.simulator.truto.settings.token,
-        "truto_webhook_secret": sim_server.simulator.truto.settings.webhook_secret,
-        "aptly_base_url": sim_server.aptly_url,
-        "aptly_token": sim_server.simulator.aptly.settings.token,
         "http_timeout_s": 2,
         "backoff_base_s": 1,
         "api_tokens": "",
