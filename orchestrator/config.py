@@ -172,6 +172,11 @@ class Settings(BaseSettings):
     )
     callback_poll_s: PositiveFloat = Field(1.0, validation_alias=_env("ORCH_CALLBACK_POLL_S"))
 
+    # Crash recovery (issue 17): how often every instance looks for owners of leased rows
+    # whose owner lock is free, and how long one must be seen so before its rows are requeued.
+    owner_check_s: PositiveFloat = Field(2.0, validation_alias=_env("ORCH_OWNER_CHECK_S"))
+    owner_grace_s: NonNegativeFloat = Field(5.0, validation_alias=_env("ORCH_OWNER_GRACE_S"))
+
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:

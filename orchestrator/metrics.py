@@ -72,7 +72,7 @@ class Metrics:
         )
         self.swept = Counter(
             "orchestrator_swept_total",
-            "Rows the sweeper requeued, by reason (lease_expired, overdue)",
+            "Rows the sweeper requeued, by reason (lease_expired, owner_gone, overdue)",
             ["reason"],
             registry=self.registry,
         )

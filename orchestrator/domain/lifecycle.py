@@ -44,6 +44,8 @@ class Cause(enum.StrEnum):
     RETRY_SCHEDULED = "retry_scheduled"
     GAVE_UP = "gave_up"
     LEASE_EXPIRED = "lease_expired"
+    #: The claiming instance holds no owner lock any more: it died (workers/sweeper.py).
+    OWNER_GONE = "owner_gone"
     RELEASED_ON_SHUTDOWN = "released_on_shutdown"
     THROTTLED = "throttled"
     CONFIRMATION_OVERDUE = "confirmation_overdue"
@@ -70,6 +72,7 @@ TRANSITIONS: frozenset[tuple[Status | None, Status, Cause]] = frozenset(
         (_S, _Q, Cause.RETRY_SCHEDULED),
         (_S, _F, Cause.GAVE_UP),
         (_S, _Q, Cause.LEASE_EXPIRED),
+        (_S, _Q, Cause.OWNER_GONE),
         (_S, _Q, Cause.RELEASED_ON_SHUTDOWN),
         (_S, _Q, Cause.THROTTLED),
         (_A, _Q, Cause.CONFIRMATION_OVERDUE),

@@ -105,10 +105,19 @@ SELECT take_call($1, $2, $3);
 SELECT pause_account($1, $2, $3);
 
 -- name: requeue_expired_leases
--- A lease that ran out means its worker died or stalled: put the row back in the queue.
-WITH expired AS (
-    SELECT id FROM cancellations
-    WHERE status = 'sending' AND lease_expires_at <= $1
+-- A lease that ran out means its worker died or stalled; a lease whose owner is one of $3
+-- (owners_without_lock saw them without their lock, twice) and still holds no lock means
+-- its instance is gone: either way the row goes back to the queue, its attempt counted.
+-- Each try takes the owner's lock for this transaction only, so a live holder makes it fail,
+-- and an owner re-taking its lock meanwhile waits for this short transaction, then keeps
+-- whatever this one did not release.
+WITH gone AS (
+    SELECT owner FROM unnest($3::text[]) AS owner
+    WHERE pg_try_advisory_xact_lock(hashtextextended(owner, 0))
+), expired AS (
+    SELECT id, lease_owner, lease_expires_at <= $1 AS ran_out FROM cancellations
+    WHERE status = 'sending'
+      AND (lease_expires_at <= $1 OR lease_owner IN (SELECT owner FROM gone))
     ORDER BY lease_expires_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -117,13 +126,34 @@ WITH expired AS (
     SET status = 'queued', version = c.version + 1, next_attempt_at = $1, updated_at = $1,
         lease_owner = NULL, lease_expires_at = NULL
     FROM expired WHERE c.id = expired.id
-    RETURNING c.id, c.attempts
+    RETURNING c.id, c.attempts, expired.lease_owner, expired.ran_out
 ), event AS (
     INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
-    SELECT id, $1, 'sending', 'queued', 'lease_expired', jsonb_build_object('attempt', attempts)
+    SELECT id, $1, 'sending', 'queued',
+           CASE WHEN ran_out THEN 'lease_expired' ELSE 'owner_gone' END,
+           CASE WHEN ran_out THEN jsonb_build_object('attempt', attempts)
+                ELSE jsonb_build_object('attempt', attempts, 'worker', lease_owner) END
     FROM requeued
 )
-SELECT count(*) FROM requeued;
+SELECT count(*) FILTER (WHERE ran_out) AS lease_expired,
+       count(*) FILTER (WHERE NOT ran_out) AS owner_gone
+FROM requeued;
+
+-- name: owners_without_lock
+-- Owners of leased rows whose session holds no owner lock (take_owner_lock): a dead
+-- instance, or one whose lock connection is down for now. The try is transaction-scoped, so
+-- it passes through a transaction pooler and ends with this statement.
+SELECT lease_owner FROM (
+    SELECT DISTINCT lease_owner FROM cancellations
+    WHERE status = 'sending' AND lease_owner IS NOT NULL
+) owners
+WHERE pg_try_advisory_xact_lock(hashtextextended(lease_owner, 0));
+
+-- name: take_owner_lock
+-- An instance is alive while a session of its own holds this lock, keyed by its owner id
+-- (the lease_owner of its claims). Session-scoped, so on a direct connection only; false
+-- while another session holds it (a sweeper deciding about this owner, for a moment).
+SELECT pg_try_advisory_lock(hashtextextended($1, 0));
 
 -- name: requeue_overdue
 -- No confirmation by confirm_by: hand the row to the dispatcher to check status, then re-send.

@@ -105,6 +105,18 @@ def decision_json(decision: lifecycle.Decision, now: datetime) -> dict[str, Any]
     return data
 
 
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """Leased rows put back in the queue: their lease ran out, or their owner is gone."""
+
+    lease_expired: int
+    owner_gone: int
+
+    @property
+    def total(self) -> int:
+        return self.lease_expired + self.owner_gone
+
+
 class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -379,10 +391,21 @@ class Store:
 
     # --- the sweeper's side -------------------------------------------------------------
 
-    async def requeue_expired_leases(self, now: datetime, limit: int) -> int:
+    async def requeue_expired_leases(
+        self, now: datetime, limit: int, gone: list[str] | None = None
+    ) -> Requeued:
+        """Requeue up to `limit` rows whose lease ran out or whose owner, one of `gone`,
+        still holds no owner lock (queries.sql says how that is decided safely)."""
         async with translate_errors():
-            count: int = await self.pool.fetchval(Q["requeue_expired_leases"], now, limit)
-        return count
+            record = await self.pool.fetchrow(Q["requeue_expired_leases"], now, limit, gone or [])
+        assert record is not None
+        return Requeued(record["lease_expired"], record["owner_gone"])
+
+    async def owners_without_lock(self) -> list[str]:
+        """Owners of leased rows whose instance holds no owner lock right now."""
+        async with translate_errors():
+            records = await self.pool.fetch(Q["owners_without_lock"])
+        return [r["lease_owner"] for r in records]
 
     async def requeue_overdue(self, now: datetime, limit: int) -> int:
         async with translate_errors():

@@ -30,6 +30,7 @@ from orchestrator.service.callbacks import CallbackPolicy
 from orchestrator.store import db
 from orchestrator.store.changes import ChangeFeed
 from orchestrator.store.outbox import Outbox
+from orchestrator.store.owner_lock import OwnerLock
 from orchestrator.store.repository import Store
 from orchestrator.web import cancellations, docs, keys, ops, schemas, ui, webhooks
 from orchestrator.web.auth import bearer_auth_middleware
@@ -69,6 +70,9 @@ def create_app(
     run_workers: bool = True,
     on_worker_crash: object = _stop_process,
 ) -> web.Application:
+    # What needs Postgres itself, not a transaction pooler: the owner lock (issue 17). A
+    # placeholder until the `direct_dsn` parameter (DATABASE_DIRECT_URL) lands.
+    direct_dsn = dsn
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
@@ -139,6 +143,7 @@ def create_app(
             served=lambda: list(dispatcher.served()),
             on_work=dispatcher.wake,
             metrics=metrics,
+            owner_grace_s=settings.owner_grace_s,
         )
         app[keys.DISPATCHER] = dispatcher
         app[keys.SWEEPER] = sweeper
@@ -167,12 +172,24 @@ def create_app(
         if not run_workers:
             yield
             return
+        # The owner lock is held before the first claim and given up after the last release.
+        owner_lock = app[keys.OWNER_LOCK] = OwnerLock(direct_dsn, dispatcher.owner)
+        dispatcher.may_claim = owner_lock.held
+        lock_stopping = asyncio.Event()
+        lock_task = asyncio.create_task(owner_lock.run(lock_stopping), name="owner-lock")
+        supervise(lock_task, on_worker_crash)  # type: ignore[arg-type]
         stopping = asyncio.Event()
         tasks = [
             asyncio.create_task(dispatcher.run(stopping), name="dispatcher"),
             asyncio.create_task(
                 run_every("sweeper", sweeper.run_once, settings.sweep_interval_s, stopping),
                 name="sweeper",
+            ),
+            asyncio.create_task(
+                run_every(
+                    "owner check", sweeper.release_dead_owners, settings.owner_check_s, stopping
+                ),
+                name="owner-check",
             ),
             asyncio.create_task(
                 run_every("gauges", gauges.run_once, settings.metrics_interval_s, stopping),
@@ -202,6 +219,10 @@ def create_app(
             await dispatcher.drain(settings.shutdown_timeout_s)
         except errors.DatabaseUnavailable as exc:
             log.warning("could not release leases at shutdown (%s); they expire by themselves", exc)
+        lock_stopping.set()
+        _, pending = await asyncio.wait([lock_task], timeout=settings.shutdown_timeout_s)
+        for late in pending:
+            late.cancel()
 
     def callback_sender(app: web.Application, store: Store) -> CallbackSender | None:
         """The completion callbacks' worker, if a signing secret is configured; without one

@@ -12,6 +12,7 @@ from orchestrator.providers.base import Provider
 from orchestrator.providers.registry import Accounts
 from orchestrator.service import Service
 from orchestrator.store.changes import ChangeFeed
+from orchestrator.store.owner_lock import OwnerLock
 from orchestrator.store.repository import Store
 from orchestrator.workers.callbacks import CallbackSender
 from orchestrator.workers.dispatcher import Dispatcher
@@ -32,3 +33,5 @@ SERVICE = web.AppKey("service", Service)
 #: Only when ORCH_CALLBACK_SECRET is set: without it no callback is accepted or sent.
 CALLBACKS = web.AppKey("callbacks", CallbackSender)
 CHANGES = web.AppKey("changes", ChangeFeed)
+#: Only when the workers run: the lock that tells other instances this one is alive.
+OWNER_LOCK = web.AppKey("owner_lock", OwnerLock)

@@ -79,8 +79,12 @@ class Dispatcher:
         owner: str | None = None,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        may_claim: Callable[[], bool] = lambda: True,
     ) -> None:
         self.metrics = metrics or Metrics()
+        #: False while this instance's owner lock is not held (store/owner_lock.py): another
+        #: instance may then take its rows, so it claims none until the lock is back.
+        self.may_claim = may_claim
         self.store = store
         self.http = http
         self.providers = providers
@@ -117,6 +121,8 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """Claim one batch and see every row of it through; returns how many were claimed."""
+        if not self.may_claim():
+            return 0
         rows = await self.claim(self.config.batch)
         await asyncio.gather(*(self.process(row) for row in rows))
         return len(rows)
@@ -127,6 +133,9 @@ class Dispatcher:
             self._wake.clear()
             free = self.config.concurrency - len(self._inflight)
             claimed: list[Cancellation] = []
+            if free > 0 and not self.may_claim():
+                await sleep_or_stop(stopping, self.config.poll_s)
+                continue
             if free > 0:
                 try:
                     claimed = await self.claim(min(free, self.config.batch))

@@ -5,11 +5,19 @@ One round is pure SQL: expired leases go back to the queue, overdue
 provider for the request's status before it sends the cancel again, and retention deletes
 what ended longer ago than ORCH_RETENTION_S. Each UPDATE takes its
 rows with SKIP LOCKED, so with several instances every overdue row is taken by one of them.
+
+Between rounds, a cheaper check runs every ORCH_OWNER_CHECK_S: the owners of leased rows
+whose instance holds no owner lock (store/owner_lock.py). Postgres drops a session's locks
+when the session ends, so a crashed instance's rows come back in seconds, not at the end of
+their lease. An owner must be seen without its lock for ORCH_OWNER_GRACE_S first: an instance
+whose lock connection blinked (a Postgres restart, a failover) re-takes it meanwhile and keeps
+its rows. The lease stays the backstop for an instance that is connected but hung.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +35,7 @@ class SweepReport:
     overdue: int
     deleted: int = 0
     inbox_deleted: int = 0
+    owner_gone: int = 0
 
 
 class Sweeper:
@@ -41,8 +50,12 @@ class Sweeper:
         served: Callable[[], list[str]] = list,
         on_work: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
+        owner_grace_s: float = 5.0,
     ) -> None:
         self.served = served
+        self.owner_grace_s = owner_grace_s
+        #: Owners last seen without their lock, and since when (time.monotonic()).
+        self._lockless_since: dict[str, float] = {}
         self._unserved: dict[str, int] = {}
         self.retention_s = retention_s
         self.retention_batch = retention_batch
@@ -57,9 +70,9 @@ class Sweeper:
         now = self.clock.now()
         leases = overdue = 0
         for _ in range(max_batches):
-            found = await self.store.requeue_expired_leases(now, self.batch)
-            leases += found
-            if found < self.batch:
+            requeued = await self.store.requeue_expired_leases(now, self.batch)
+            leases += requeued.total
+            if requeued.total < self.batch:
                 break
         for _ in range(max_batches):
             found = await self.store.requeue_overdue(now, self.batch)
@@ -78,6 +91,36 @@ class Sweeper:
             )
             self.on_work()
         return SweepReport(leases, overdue, deleted, inbox_deleted)
+
+    async def release_dead_owners(self, max_batches: int = 10) -> SweepReport:
+        """The quick check: rows of owners without their lock for owner_grace_s go back to
+        the queue now, through the same requeue as expired leases (which it does too)."""
+        seen = time.monotonic()
+        lockless = await self.store.owners_without_lock()
+        self._lockless_since = {o: self._lockless_since.get(o, seen) for o in lockless}
+        gone = [
+            o for o, since in self._lockless_since.items() if seen - since >= self.owner_grace_s
+        ]
+        leases = owner_gone = 0
+        for _ in range(max_batches):
+            found = await self.store.requeue_expired_leases(self.clock.now(), self.batch, gone)
+            leases += found.lease_expired
+            owner_gone += found.owner_gone
+            if found.total < self.batch:
+                break
+        self.metrics.swept.labels("lease_expired").inc(leases)
+        self.metrics.swept.labels("owner_gone").inc(owner_gone)
+        if owner_gone:
+            log.warning(
+                "%d cancellations of instances that are gone (%s) requeued",
+                owner_gone,
+                ", ".join(sorted(gone)),
+            )
+        if leases:
+            log.info("%d expired leases requeued", leases)
+        if leases or owner_gone:
+            self.on_work()
+        return SweepReport(leases, 0, owner_gone=owner_gone)
 
     async def _note_unserved(self) -> None:
         """Queued rows of accounts this instance cannot send through wait for one that can;
