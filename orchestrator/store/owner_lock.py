@@ -98,8 +98,16 @@ class OwnerLock:
 
     async def _hold(self, stopping: asyncio.Event) -> None:
         self._conn = conn = await asyncpg.connect(self.dsn, timeout=5, server_settings=KEEPALIVES)
+        tries = 0
         while not await conn.fetchval(Q["take_owner_lock"], self.owner, timeout=5):
             # Another session has it: a sweeper deciding about this owner, for a moment.
+            tries += 1
+            if tries == 20:
+                log.warning(
+                    "the instance lock (%s) is still held by another session; no claims until"
+                    " it is free",
+                    self.owner,
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self.check_s)
             if stopping.is_set():
