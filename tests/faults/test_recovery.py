@@ -136,6 +136,11 @@ async def test_kill_9_of_one_instance_under_load_every_cancel_terminal_within_20
 
 
 STUCK_S = 60.0
+#: The backend holding an owner's instance lock (a bigint advisory lock: its two halves).
+LOCK_HOLDER = (
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+    " AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)"
+)
 
 
 @pytest.mark.slow
@@ -144,7 +149,9 @@ async def test_a_live_instance_stuck_60s_in_provider_calls_keeps_its_rows(
     dsn: str, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
     """The provider takes a minute to answer; the other instance checks for dead owners
-    every 2 s meanwhile and never takes the rows, and each cancel reaches the provider once."""
+    every 2 s meanwhile and never takes the rows, not even when the holder's lock connection
+    is cut (it takes the lock again within the grace), and each cancel reaches the provider
+    once."""
     faults = Faults(slow_rate=1.0, slow_s=STUCK_S)
     async with SimulatorServer(Simulator(faults=faults)) as sim:
         env = common.service_env(sim, dsn, **DEFAULTS, ORCH_HTTP_TIMEOUT_S=str(STUCK_S + 20))
@@ -169,8 +176,24 @@ async def test_a_live_instance_stuck_60s_in_provider_calls_keeps_its_rows(
                     "SELECT lease_owner FROM cancellations WHERE status = 'sending'"
                 )
             }
+            # Meanwhile the holders' lock connections are cut: each takes its lock again
+            # within the grace, so nothing is handed over.
+            cut = time.monotonic()
+            for holder in holders:
+                old = await db.fetchval(LOCK_HOLDER, holder)
+                assert old is not None, holder
+                assert await db.fetchval("SELECT pg_terminate_backend($1)", old)
+
+                async def retaken(holder: str = holder, old: int = old) -> bool:
+                    pid = await db.fetchval(LOCK_HOLDER, holder)
+                    return pid is not None and pid != old
+
+                await wait_for(retaken, 10, what="the instance lock taken again")
+            retaken_s = time.monotonic() - cut
             await common.wait_all_terminal(db, len(items), timeout_s=STUCK_S + 25)
             took_s = time.monotonic() - started
+            logs = "".join(s.log_path.read_text() for s in services)
+            assert logs.count("is held again; claiming resumes") == len(holders)
             assert all(s.proc is not None and s.proc.poll() is None for s in services)
         finally:
             for service in services:
@@ -180,7 +203,9 @@ async def test_a_live_instance_stuck_60s_in_provider_calls_keeps_its_rows(
     calls = sum(p.counters.cancel_calls for p in sim.simulator.providers.values())
     print(
         f"\nslow but live: {len(items)} cancels held {took_s:.0f}s by {len(holders)} live"
-        f" instance(s) while each other checked for dead owners every 2s: {calls} cancel calls,"
+        f" instance(s) while each other checked for dead owners every 2s; their lock"
+        f" connections cut (pg_terminate_backend) and the locks re-taken in {retaken_s:.1f}s;"
+        f" {calls} cancel calls,"
         f" requeued {seen.get('owner_gone', 0)} as owner_gone,"
         f" {seen.get('lease_expired', 0)} as lease_expired"
     )
