@@ -9,6 +9,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
@@ -34,16 +35,28 @@ def _configure_logging(settings: Settings) -> None:
     logs.configure(settings.log_level, settings.log_format, sys.stderr)
 
 
+@dataclass(frozen=True)
+class Dsns:
+    """`pooled` serves the connection pool and may be a transaction-mode pooler; `direct` is
+    PostgreSQL itself, for migrations (a session advisory lock), LISTEN and one-off checks."""
+
+    pooled: str
+    direct: str
+
+
 @contextlib.contextmanager
-def database(settings: Settings) -> Iterator[str]:
-    """The DSN to use: DATABASE_URL, or an embedded server kept for the duration."""
+def database(settings: Settings) -> Iterator[Dsns]:
+    """The DSNs to use: DATABASE_URL (and DATABASE_DIRECT_URL), or an embedded server kept
+    for the duration."""
     if settings.database_url:
-        yield settings.database_url.get_secret_value()
+        pooled = settings.database_url.get_secret_value()
+        direct = settings.database_direct_url
+        yield Dsns(pooled, direct.get_secret_value() if direct else pooled)
         return
     server = EmbeddedPostgres(settings.data_dir)
     dsn = server.start()
     try:
-        yield dsn
+        yield Dsns(dsn, dsn)
     finally:
         server.stop()
 
@@ -78,14 +91,15 @@ async def compare_clocks(dsn: str, clock: Clock | None = None) -> None:
 
 
 async def prepare_database(dsn: str) -> None:
+    """On the direct connection: the migrations' advisory lock is a session's."""
     await apply_migrations(dsn)
     await compare_clocks(dsn)
 
 
 def cmd_migrate(settings: Settings) -> int:
-    with database(settings) as dsn:
+    with database(settings) as dsns:
         try:
-            applied = asyncio.run(apply_migrations(dsn))
+            applied = asyncio.run(apply_migrations(dsns.direct))
         except migrations.MigrationError as exc:
             print(f"orchestrator: {exc}", file=sys.stderr)
             return 1
@@ -97,13 +111,13 @@ def cmd_serve(settings: Settings) -> int:
     from orchestrator.web.app import create_app
 
     log.debug("settings: %s", settings)  # secrets are masked by their types
-    with database(settings) as dsn:
+    with database(settings) as dsns:
         try:
-            asyncio.run(prepare_database(dsn))
+            asyncio.run(prepare_database(dsns.direct))
         except migrations.MigrationError as exc:
             print(f"orchestrator: {exc}", file=sys.stderr)
             return 1
-        app = create_app(settings, dsn)
+        app = create_app(settings, dsns.pooled, direct_dsn=dsns.direct)
         log.info("serving on http://%s:%d", settings.host, settings.port)
         web.run_app(
             app,

@@ -160,6 +160,26 @@ class Settings(BaseSettings):
     max_body_bytes: PositiveInt = Field(1_048_576, validation_alias=_env("ORCH_MAX_BODY_BYTES"))
     db_pool_size: PositiveInt = Field(8, validation_alias=_env("ORCH_DB_POOL_SIZE"))
 
+    # Behind a pooler, and bounded database waits (issue 17, items 1 and 5).
+    # Postgres itself, for what a transaction pooler cannot carry (LISTEN, session advisory
+    # locks, migrations); unset: DATABASE_URL serves both.
+    database_direct_url: DatabaseUrl | None = Field(
+        None, validation_alias=_env("DATABASE_DIRECT_URL")
+    )
+    # `transaction`: DATABASE_URL is a transaction-mode pooler (PgBouncer): no named prepared
+    # statements on the pool, and DATABASE_DIRECT_URL is required.
+    database_pooler: Literal["none", "transaction"] = Field(
+        "none", validation_alias=_env("ORCH_DATABASE_POOLER")
+    )
+    # The longest a request or a worker waits for a pool connection (a free one, or a new one).
+    db_acquire_timeout_s: PositiveFloat = Field(
+        2, validation_alias=_env("ORCH_DB_ACQUIRE_TIMEOUT_S")
+    )
+    # The longest a new connection may take to open (TCP, TLS, authentication).
+    db_connect_timeout_s: PositiveFloat = Field(
+        2, validation_alias=_env("ORCH_DB_CONNECT_TIMEOUT_S")
+    )
+
     # Completion callbacks (issue 12): signed per Standard Webhooks with this whsec_ secret.
     callback_secret: SecretStr | None = Field(None, validation_alias=_env("ORCH_CALLBACK_SECRET"))
     # Host names a callback_url may name; empty means any.
@@ -240,6 +260,22 @@ class Settings(BaseSettings):
             raise ValueError(
                 "ORCH_RETENTION_S: shorter than ORCH_CALLBACK_RETRY_FOR_S, so a cancellation"
                 " could be deleted before its callback is delivered"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pooler_needs_a_direct_url(self) -> Settings:
+        """Through a transaction pooler LISTEN hears nothing and a session lock is held by
+        nobody in particular: start-up stops rather than run with long polls that never wake."""
+        if self.database_pooler == "transaction" and self.database_direct_url is None:
+            raise ValueError(
+                "DATABASE_DIRECT_URL: required when ORCH_DATABASE_POOLER=transaction (LISTEN,"
+                " advisory locks and migrations need a direct connection to PostgreSQL)"
+            )
+        if self.db_connect_timeout_s > self.db_acquire_timeout_s:
+            raise ValueError(
+                "ORCH_DB_CONNECT_TIMEOUT_S: longer than ORCH_DB_ACQUIRE_TIMEOUT_S, so a slow"
+                " connection would be abandoned before it could open, every time"
             )
         return self
 

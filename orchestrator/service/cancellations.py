@@ -378,7 +378,9 @@ class Service:
         try:
             current = await self.store.schema_version()
         except errors.DatabaseUnavailable as exc:
-            return Readiness(False, {"database": exc.detail})
+            # Why, for whoever is on call: refused, timed out, no free connection, ...
+            why = {"database": "unreachable", "error": exc.extra.get("error"), "detail": exc.detail}
+            return Readiness(False, why)
         expected = migrations.latest_version()
         details: dict[str, Any] = {"database": "ok", "schema": current}
         if current != expected:

@@ -268,7 +268,7 @@ class Store:
         return [OpenCount(r["provider"], Status(r["status"]), r["n"], r["due"]) for r in records]
 
     async def schema_version(self) -> int | None:
-        async with translate_errors(), self.pool.acquire(timeout=2) as conn:
+        async with translate_errors(), self.pool.acquire() as conn:
             return await migrations.current_version(conn)
 
     async def watch(self, cancellation_id: uuid.UUID, watcher: uuid.UUID, until: datetime) -> None:

@@ -65,14 +65,15 @@ def create_app(
     settings: Settings,
     dsn: str,
     *,
+    direct_dsn: str | None = None,
     clock: Clock | None = None,
     accounts: registry.Accounts | None = None,
     run_workers: bool = True,
     on_worker_crash: object = _stop_process,
 ) -> web.Application:
-    # What needs Postgres itself, not a transaction pooler: the owner lock (issue 17). A
-    # placeholder until the `direct_dsn` parameter (DATABASE_DIRECT_URL) lands.
-    direct_dsn = dsn
+    # `dsn` may be a transaction-mode pooler; what needs a session of its own (LISTEN, the
+    # owner lock) goes to PostgreSQL itself. Without a direct DSN, the one DSN serves both.
+    direct_dsn = direct_dsn or dsn
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
@@ -88,14 +89,20 @@ def create_app(
     app[keys.METRICS] = metrics = Metrics()
 
     async def database(app: web.Application) -> AsyncIterator[None]:
-        pool = await db.create_pool(dsn, settings.db_pool_size)
+        pool = await db.create_pool(
+            dsn,
+            settings.db_pool_size,
+            acquire_timeout_s=settings.db_acquire_timeout_s,
+            connect_timeout_s=settings.db_connect_timeout_s,
+            statement_cache=settings.database_pooler != "transaction",
+        )
         app[keys.STORE] = Store(pool)
         yield
         await pool.close()
 
     async def change_feed(app: web.Application) -> AsyncIterator[None]:
         """One connection per process LISTENs for changes; long polls wait on it."""
-        feed = app[keys.CHANGES] = ChangeFeed(dsn)
+        feed = app[keys.CHANGES] = ChangeFeed(direct_dsn)
         stopping = asyncio.Event()
         task = asyncio.create_task(feed.run(stopping), name="change-feed")
         supervise(task, on_worker_crash)  # type: ignore[arg-type]

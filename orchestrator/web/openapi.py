@@ -119,7 +119,17 @@ _ID = {
 }
 _AUTH = {"401": _problem("Missing or wrong bearer token (when ORCH_API_TOKENS is set)")}
 _FORBIDDEN = {"403": _problem("The token lacks the scope this operation needs")}
-_UNAVAILABLE = {"503": _problem("The database is unreachable; retry later")}
+_UNAVAILABLE = {
+    "503": {
+        **_problem(
+            "The database is unreachable, or no connection to it was free within"
+            " ORCH_DB_ACQUIRE_TIMEOUT_S; retry after Retry-After seconds"
+        ),
+        "headers": {
+            "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}
+        },
+    }
+}
 # A bearer token when ORCH_API_TOKENS is set; none otherwise.
 _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {}]
 

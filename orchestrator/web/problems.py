@@ -16,6 +16,9 @@ from orchestrator import errors
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/problem+json"
+#: A database that is restarting or failing over is usually back within seconds; a caller
+#: that waits this long before its retry does not add to the load meanwhile.
+DATABASE_RETRY_AFTER_S = "2"
 
 #: error type -> (HTTP status, title, type slug)
 _PROBLEMS: dict[type[errors.OrchestratorError], tuple[int, str, str]] = {
@@ -87,6 +90,8 @@ def describe(exc: errors.OrchestratorError) -> dict[str, Any]:
 def from_error(exc: errors.OrchestratorError) -> web.Response:
     described = describe(exc)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
+    if isinstance(exc, errors.DatabaseUnavailable):
+        headers = {"Retry-After": DATABASE_RETRY_AFTER_S}
     return web.Response(
         status=described["status"],
         body=orjson.dumps(described),
