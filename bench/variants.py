@@ -12,6 +12,8 @@ with-reset      asyncpg's default reset query on every release, whatever the ser
 uvloop          the uvloop event loop (an optional extra; pip install uvloop).
 no-notify       0005's NOTIFY trigger (pg_notify on every version change) disabled after the
                 migrations: what the trigger costs end to end.
+statement-cache-off  ORCH_DATABASE_POOLER=transaction (asyncpg's statement cache off), on
+                the database itself: the service's own cost of running behind PgBouncer.
 count-queries   not an optimisation: counts the statements (round trips) the service sends,
                 by kind, and prints them to its log at exit (run.py --keep-logs)."""
 
@@ -26,12 +28,19 @@ import asyncpg
 
 
 def with_reset() -> None:
-    create_pool = asyncpg.create_pool
+    from orchestrator.store import db
 
-    def default_reset(*args: Any, reset: object = None, **kwargs: Any) -> Any:
-        return create_pool(*args, **kwargs)
+    # create_pool reads _keep_session when it builds the pool: None is asyncpg's default reset.
+    db._keep_session = None  # type: ignore[assignment]
 
-    asyncpg.create_pool = default_reset
+
+def statement_cache_off() -> None:
+    """ORCH_DATABASE_POOLER=transaction against the database itself: what running behind a
+    transaction pooler costs the service (asyncpg's statement cache off), without a pooler's
+    own cost in the figures."""
+    if os.environ.get("DATABASE_URL"):
+        os.environ.setdefault("DATABASE_DIRECT_URL", os.environ["DATABASE_URL"])
+    os.environ["ORCH_DATABASE_POOLER"] = "transaction"
 
 
 def count_queries() -> None:
@@ -95,6 +104,7 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "uvloop": use_uvloop,
     "count-queries": count_queries,
     "no-notify": no_notify,
+    "statement-cache-off": statement_cache_off,
 }
 
 
