@@ -379,8 +379,9 @@ class Service:
             current = await self.store.schema_version()
         except errors.DatabaseUnavailable as exc:
             # Why, for whoever is on call: refused, timed out, no free connection, ...
-            why = {"database": "unreachable", "error": exc.extra.get("error"), "detail": exc.detail}
-            return Readiness(False, why)
+            error = exc.extra.get("error")
+            state = "busy or not answering" if error == "PoolTimeout" else "unreachable"
+            return Readiness(False, {"database": state, "error": error, "detail": exc.detail})
         expected = migrations.latest_version()
         details: dict[str, Any] = {"database": "ok", "schema": current}
         if current != expected:

@@ -29,9 +29,16 @@ class ChangeFeed:
     """Subscribe to a cancellation's changes; `run()` keeps the listening connection up."""
 
     def __init__(
-        self, dsn: str, *, check_s: float = 1.0, ping_s: float = 30.0, retry_s: float = 1.0
+        self,
+        dsn: str,
+        *,
+        check_s: float = 1.0,
+        ping_s: float = 30.0,
+        retry_s: float = 1.0,
+        connect_timeout_s: float = 5.0,
     ) -> None:
         self.dsn = dsn
+        self.connect_timeout_s = connect_timeout_s
         #: How often the connection's state is looked at, and how often it is asked to answer
         #: (a half-open connection only shows when a query gets no answer).
         self.check_s = check_s
@@ -113,7 +120,7 @@ class ChangeFeed:
                 await asyncio.wait_for(stopping.wait(), self.retry_s)
 
     async def _listen(self, stopping: asyncio.Event) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(self.dsn, timeout=5)
+        conn: asyncpg.Connection = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s)
         try:
             await conn.add_listener(CHANNEL, self._on_notify)
             self.connections += 1

@@ -102,7 +102,9 @@ def create_app(
 
     async def change_feed(app: web.Application) -> AsyncIterator[None]:
         """One connection per process LISTENs for changes; long polls wait on it."""
-        feed = app[keys.CHANGES] = ChangeFeed(direct_dsn)
+        feed = app[keys.CHANGES] = ChangeFeed(
+            direct_dsn, connect_timeout_s=settings.db_connect_timeout_s
+        )
         stopping = asyncio.Event()
         task = asyncio.create_task(feed.run(stopping), name="change-feed")
         supervise(task, on_worker_crash)  # type: ignore[arg-type]

@@ -319,3 +319,46 @@ def test_the_database_password_is_masked(dsn: str, shown: str) -> None:
     for rendered in (repr(settings), str(settings), repr(settings.model_dump())):
         assert "s3cret" not in rendered
         assert "p%40ss" not in rendered
+
+
+def test_the_direct_database_url_is_masked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:s3cret@pgbouncer:6432/orch")
+    monkeypatch.setenv("DATABASE_DIRECT_URL", "postgresql://app:s3cret@db:5432/orch")
+    settings = load_settings()
+    assert isinstance(settings.database_direct_url, DatabaseUrl)
+    assert settings.database_direct_url.get_secret_value().endswith("@db:5432/orch")
+    assert "postgresql://app:***@db:5432/orch" in repr(settings)
+    for rendered in (repr(settings), str(settings), repr(settings.model_dump())):
+        assert "s3cret" not in rendered
+
+
+def test_database_waits_and_pooler_defaults() -> None:
+    settings = load_settings()
+    assert settings.database_direct_url is None
+    assert settings.database_pooler == "none"
+    assert settings.db_acquire_timeout_s == 2
+    assert settings.db_connect_timeout_s == 2
+
+
+def test_a_transaction_pooler_needs_a_direct_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LISTEN through a transaction pooler hears nothing: refuse rather than start with long
+    polls that never wake."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app@pgbouncer:6432/orch")
+    monkeypatch.setenv("ORCH_DATABASE_POOLER", "transaction")
+    with pytest.raises(ConfigError, match="DATABASE_DIRECT_URL: required when"):
+        load_settings()
+    monkeypatch.setenv("DATABASE_DIRECT_URL", "postgresql://app@db:5432/orch")
+    assert load_settings().database_pooler == "transaction"
+    monkeypatch.setenv("ORCH_DATABASE_POOLER", "session")
+    with pytest.raises(ConfigError, match="ORCH_DATABASE_POOLER"):
+        load_settings()
+
+
+def test_a_connect_timeout_beyond_the_acquire_timeout_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ORCH_DB_CONNECT_TIMEOUT_S", "5")
+    with pytest.raises(ConfigError, match="ORCH_DB_CONNECT_TIMEOUT_S"):
+        load_settings()
+    monkeypatch.setenv("ORCH_DB_ACQUIRE_TIMEOUT_S", "5")
+    assert load_settings().db_connect_timeout_s == 5
