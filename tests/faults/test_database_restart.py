@@ -35,7 +35,7 @@ from orchestrator.store.embedded import EmbeddedPostgres
 from tests.faults import common
 from tests.integration.processes import ServiceProcess, wait_for
 
-#: A 503 must come back at least this fast (the pool's connect timeout is 5 s).
+#: A 503 must come back at least this fast (ORCH_DB_ACQUIRE_TIMEOUT_S is 2 s by default).
 QUICK_S = 6.0
 
 
