@@ -27,6 +27,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from orchestrator.domain.destinations import CallbackHosts
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names the environment variable."""
@@ -182,7 +184,9 @@ class Settings(BaseSettings):
 
     # Completion callbacks (issue 12): signed per Standard Webhooks with this whsec_ secret.
     callback_secret: SecretStr | None = Field(None, validation_alias=_env("ORCH_CALLBACK_SECRET"))
-    # Host names a callback_url may name; empty means any.
+    # Where callbacks may go (issue 16, SSRF): `host` (its scheme's default port), `host:port`
+    # ([v6]:port), or `*` for any host whose addresses are all public (domain/destinations.py).
+    # Required with ORCH_CALLBACK_SECRET; stored in canonical form.
     callback_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=_env("ORCH_CALLBACK_HOSTS")
     )
@@ -208,10 +212,22 @@ class Settings(BaseSettings):
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(
-                host.strip().rstrip(".").lower() for host in value.split(",") if host.strip()
-            )
+            return CallbackHosts.parse(value.split(",")).entries()
+        if isinstance(value, list | tuple):
+            return CallbackHosts.parse(str(entry) for entry in value).entries()
         return value
+
+    @model_validator(mode="after")
+    def _callbacks_need_hosts(self) -> Settings:
+        """Without a list, any caller with an enqueue token could aim the service anywhere:
+        a secret alone does not turn callbacks on."""
+        if self.callback_secret is not None and not self.callback_hosts:
+            raise ValueError(
+                "ORCH_CALLBACK_HOSTS: required when ORCH_CALLBACK_SECRET is set: list the"
+                " receivers (host or host:port, comma-separated), or * for any host whose"
+                " addresses are all public"
+            )
+        return self
 
     @field_validator("callback_secret")
     @classmethod
@@ -246,21 +262,6 @@ class Settings(BaseSettings):
             problem = insecure_url(getattr(self, field), self.allow_http_providers)
             if problem:
                 raise ValueError(f"{_variable_name(field)}: {problem}")
-        return self
-
-    @model_validator(mode="after")
-    def _callbacks_outlive_retention(self) -> Settings:
-        """Retention deletes an ended cancellation with its pending callback: it must not
-        come before the callback's retry window has run out."""
-        if (
-            self.callback_secret is not None
-            and self.retention_s
-            and self.retention_s < self.callback_retry_for_s
-        ):
-            raise ValueError(
-                "ORCH_RETENTION_S: shorter than ORCH_CALLBACK_RETRY_FOR_S, so a cancellation"
-                " could be deleted before its callback is delivered"
-            )
         return self
 
     @model_validator(mode="after")

@@ -40,10 +40,17 @@ class DeliveryPolicy:
 
 @dataclass(frozen=True)
 class Answer:
-    """What one POST came to: the receiver's HTTP status, or why there was none."""
+    """What one POST came to: the receiver's HTTP status, or why there was none.
+
+    `error` is a class (connect_failed, timeout, tls, refused_address, callback_refused, ...),
+    never an error's text, which would name addresses and ports in a history any `read`
+    token can see; `reason` is a fixed sentence for a person."""
 
     status: int | None = None
     error: str | None = None
+    reason: str | None = None
+    #: No later attempt can do better (the host is no longer allowed): give up now.
+    final: bool = False
 
     @property
     def ok(self) -> bool:
@@ -71,18 +78,23 @@ def after_attempt(
     policy: DeliveryPolicy,
     rng: random.Random | None = None,
 ) -> AttemptOutcome:
-    """A 2xx ends the delivery; anything else is tried again after an exponential backoff
-    with jitter, the last try no later than the deadline, and once the deadline has passed
-    a failed attempt gives the delivery up. An attempt is always made, however late the
+    """A 2xx ends the delivery; a final answer (a host no longer allowed) gives it up at
+    once; anything else is tried again after an exponential backoff with jitter, the last
+    try no later than the deadline, and once the deadline has passed a failed attempt gives
+    the delivery up. An attempt is always made, however late the
     delivery comes due (a worker that was down for longer than the window still tries once)."""
     evidence: dict[str, Any] = {"attempt": attempt}
     if answer.status is not None:
         evidence["http_status"] = answer.status
     if answer.error is not None:
         evidence["error"] = answer.error
+    if answer.reason is not None:
+        evidence["reason"] = answer.reason
     if answer.ok:
         return AttemptOutcome(AttemptCause.DELIVERED, DeliveryState.DELIVERED, evidence)
     end = deadline(ended_at, policy)
+    if answer.final:
+        return AttemptOutcome(AttemptCause.GAVE_UP, DeliveryState.GAVE_UP, evidence)
     if now >= end:
         evidence["gave_up_after_s"] = round((now - ended_at).total_seconds(), 3)
         return AttemptOutcome(AttemptCause.GAVE_UP, DeliveryState.GAVE_UP, evidence)

@@ -6,10 +6,10 @@ the database, in the transaction that ends a cancellation (0006_completion_callb
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
 
 from orchestrator import errors
+from orchestrator.domain.destinations import CallbackHosts, Verdict
 
 FIELD = "callback_url"
 
@@ -19,8 +19,9 @@ class CallbackPolicy:
     #: A signing secret is configured (ORCH_CALLBACK_SECRET): without one nothing is sent,
     #: so a callback_url is refused rather than accepted and never called.
     enabled: bool = False
-    #: Host names a callback_url may name (ORCH_CALLBACK_HOSTS); empty means any.
-    hosts: frozenset[str] = frozenset()
+    #: Where a callback_url may point (ORCH_CALLBACK_HOSTS). Checked here and again at
+    #: delivery (workers/callback_net.py), which is the check that counts.
+    hosts: CallbackHosts = field(default_factory=CallbackHosts)
 
 
 def check_callback_url(url: str, policy: CallbackPolicy) -> None:
@@ -29,8 +30,6 @@ def check_callback_url(url: str, policy: CallbackPolicy) -> None:
         raise errors.InvalidRequest.field(
             FIELD, "completion callbacks are not configured here (ORCH_CALLBACK_SECRET is unset)"
         )
-    host = (urlsplit(url).hostname or "").rstrip(".").lower()
-    if policy.hosts and host not in policy.hosts:
-        raise errors.InvalidRequest.field(
-            FIELD, f"host {host!r} is not one of the allowed callback hosts"
-        )
+    decision = policy.hosts.decide(url)
+    if decision.verdict is Verdict.REFUSED:
+        raise errors.InvalidRequest.field(FIELD, decision.reason)

@@ -280,9 +280,13 @@ SELECT clock_timestamp();
 -- name: delete_expired_cancellations
 -- Retention: up to $2 terminal cancellations that ended before $1, with their history
 -- (ON DELETE CASCADE) and the inbox events they used; their terminal counters go down too.
+-- One whose completion callback is still pending (neither delivered nor given up) is kept
+-- until it is, however long ago it ended: deleting it would delete the delivery with it.
 WITH doomed AS (
-    SELECT id FROM cancellations
+    SELECT id FROM cancellations c
     WHERE status IN ('confirmed', 'failed') AND updated_at < $1
+      AND NOT EXISTS (SELECT 1 FROM callback_deliveries d
+                      WHERE d.cancellation_id = c.id AND d.state = 'pending')
     ORDER BY updated_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED

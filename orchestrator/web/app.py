@@ -22,6 +22,7 @@ from orchestrator import errors
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Settings
 from orchestrator.domain.callbacks import DeliveryPolicy
+from orchestrator.domain.destinations import CallbackHosts
 from orchestrator.domain.lifecycle import Policy
 from orchestrator.metrics import Metrics
 from orchestrator.providers import registry
@@ -36,6 +37,7 @@ from orchestrator.web import cancellations, docs, keys, ops, schemas, ui, webhoo
 from orchestrator.web.auth import bearer_auth_middleware
 from orchestrator.web.problems import problems_middleware
 from orchestrator.web.request_id import request_id_middleware
+from orchestrator.workers.callback_net import CallbackClient
 from orchestrator.workers.callbacks import CallbackSender
 from orchestrator.workers.dispatcher import DispatchConfig, Dispatcher
 from orchestrator.workers.gauges import GaugeReader
@@ -128,6 +130,16 @@ def create_app(
             app[keys.HTTP] = session
             yield
 
+    #: The completion callbacks' own client, never the providers' session: it reaches only
+    #: where ORCH_CALLBACK_HOSTS allows, checked on the addresses it connects to.
+    callbacks_client = CallbackClient(
+        CallbackHosts.parse(settings.callback_hosts), timeout_s=settings.callback_timeout_s
+    )
+
+    async def callback_client(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await callbacks_client.close()
+
     async def workers(app: web.Application) -> AsyncIterator[None]:
         store = app[keys.STORE]
         dispatcher = Dispatcher(
@@ -172,7 +184,7 @@ def create_app(
             ),
             callbacks=CallbackPolicy(
                 enabled=settings.callback_secret is not None,
-                hosts=frozenset(settings.callback_hosts),
+                hosts=CallbackHosts.parse(settings.callback_hosts),
             ),
             on_new_work=dispatcher.wake,
             changes=app[keys.CHANGES],
@@ -240,7 +252,7 @@ def create_app(
             return None
         sender = CallbackSender(
             Outbox(store.pool),
-            app[keys.HTTP],
+            callbacks_client,
             settings.callback_secret.get_secret_value(),
             lambda row: orjson.dumps(schemas.cancellation_out(row)),
             DeliveryPolicy(
@@ -249,14 +261,13 @@ def create_app(
                 backoff_max_s=settings.backoff_max_s,
             ),
             app[keys.CLOCK],
-            timeout_s=settings.callback_timeout_s,
             lease_s=settings.lease_s,
             metrics=metrics,
         )
         app[keys.CALLBACKS] = sender
         return sender
 
-    app.cleanup_ctx.extend([database, change_feed, http_client, workers])
+    app.cleanup_ctx.extend([database, change_feed, http_client, callback_client, workers])
     app.on_shutdown.append(end_long_polls)
     app.add_routes(cancellations.routes)
     app.add_routes(webhooks.routes)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -303,11 +302,19 @@ def build(
     return _build(None if served is None else tuple(sorted(served)), callbacks)
 
 
-#: A callback_url check_callback_url (service/inputs.py) takes: http(s), a host, a port
-#: within 0-65535, no credentials, no space or control character.
+#: The shape of a callback_url check_callback_url (service/inputs.py) takes: http(s), a
+#: host (a name, an IPv4 address or an IPv6 one in brackets), a port within 0-65535, no
+#: credentials, no space or control character. Which hosts and ports are allowed is the
+#: operator's list (ORCH_CALLBACK_HOSTS), deliberately not published: it maps the receivers
+#: inside the network. The description says so, and that any other is a 422.
 _PORT = r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?"
 _URL_REST = r"(?:[/?#][!-~]*)?"
-_ANY_HOST = r"[A-Za-z0-9._~-]+"
+_ANY_HOST = r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])"
+_HOSTS_NOTE = (
+    " Only hosts the operator allows are accepted (ORCH_CALLBACK_HOSTS, not published here):"
+    " a listed host:port, or under `*` any host whose addresses are all public; any other is"
+    " refused with a 422 naming callback_url, and checked again at each delivery."
+)
 
 
 def _callback_url(variant: dict[str, Any], callbacks: CallbackPolicy) -> None:
@@ -315,10 +322,11 @@ def _callback_url(variant: dict[str, Any], callbacks: CallbackPolicy) -> None:
     if not callbacks.enabled:
         del properties["callback_url"]  # refused here: no secret to sign callbacks with
         return
-    hosts = "|".join(re.escape(host) for host in sorted(callbacks.hosts)) or _ANY_HOST
-    options = [s for s in properties["callback_url"].get("anyOf", []) if s.get("type") != "null"]
-    string = options[0] if options else properties["callback_url"]
-    string["pattern"] = f"^https?://(?:{hosts}){_PORT}{_URL_REST}$"
+    prop = properties["callback_url"]
+    prop["description"] = prop.get("description", "") + _HOSTS_NOTE
+    options = [s for s in prop.get("anyOf", []) if s.get("type") != "null"]
+    string = options[0] if options else prop
+    string["pattern"] = f"^https?://{_ANY_HOST}{_PORT}{_URL_REST}$"
 
 
 @functools.cache

@@ -1,7 +1,8 @@
 """Delivers completion callbacks from the outbox: at least once, signed, never redirected.
 
 Each pass claims due deliveries with a lease (SKIP LOCKED, so instances share the work),
-POSTs each cancellation to its callback_url signed as Standard Webhooks says, and records
+POSTs each cancellation to its callback_url signed as Standard Webhooks says, through its own
+client that reaches only where ORCH_CALLBACK_HOSTS allows (callback_net.py), and records
 the attempt: a 2xx ends the delivery, anything else is tried again with backoff until the
 window after the terminal state has passed (domain/callbacks.py decides). The webhook-id
 is the delivery's, the same on every attempt, so receivers can drop repeats.
@@ -16,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import aiohttp
 import standardwebhooks
 
 from orchestrator.clock import Clock
@@ -24,6 +24,7 @@ from orchestrator.domain import callbacks
 from orchestrator.domain.model import Cancellation
 from orchestrator.metrics import Metrics
 from orchestrator.store.outbox import Delivery, Outbox
+from orchestrator.workers.callback_net import CallbackClient
 from orchestrator.workers.dispatcher import worker_id
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,12 @@ class CallbackSender:
     def __init__(
         self,
         outbox: Outbox,
-        http: aiohttp.ClientSession,
+        http: CallbackClient,
         secret: str,
         render: Callable[[Cancellation], bytes],
         policy: callbacks.DeliveryPolicy,
         clock: Clock,
         *,
-        timeout_s: float = 5.0,
         batch: int = 32,
         lease_s: float = 90.0,
         owner: str | None = None,
@@ -67,10 +67,9 @@ class CallbackSender:
         self.render = render
         self.policy = policy
         self.clock = clock
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.batch = batch
         # A claim outlives the slowest attempt of its batch (they run side by side).
-        self.lease_s = max(lease_s, timeout_s * 2)
+        self.lease_s = max(lease_s, (http.timeout.total or 0) * 2)
         self.owner = owner or worker_id()
         self.rng = rng or random.Random()
         self.metrics = metrics or Metrics()
@@ -115,7 +114,7 @@ class CallbackSender:
             "User-Agent": USER_AGENT,
             **self.sign(delivery.webhook_id, self.clock.now(), body),
         }
-        answer = await self._post(delivery.url, body, headers)
+        answer = await self.http.post(delivery.url, body, headers)
         now = self.clock.now()
         outcome = callbacks.after_attempt(
             answer, delivery.attempt, delivery.ended_at, now, self.policy, self.rng
@@ -139,20 +138,6 @@ class CallbackSender:
             delivery.attempt,
             outcome.cause.value,
             answer.status if answer.status is not None else answer.error,
+            # the class only: a connect error's text would name addresses and ports
         )
         return outcome.cause
-
-    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> callbacks.Answer:
-        try:
-            async with self.http.post(
-                url, data=body, headers=headers, allow_redirects=False, timeout=self.timeout
-            ) as response:
-                if 300 <= response.status < 400:
-                    return callbacks.Answer(
-                        response.status, "redirect not followed: answer the callback URL itself"
-                    )
-                return callbacks.Answer(response.status)
-        except TimeoutError:
-            return callbacks.Answer(error=f"no answer within {self.timeout.total:g}s")
-        except aiohttp.ClientError as exc:
-            return callbacks.Answer(error=f"{type(exc).__name__}: {exc}"[:500])

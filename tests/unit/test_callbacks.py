@@ -75,7 +75,7 @@ def test_the_callback_settings_and_their_defaults() -> None:
     settings = load_settings(
         callback_secret=SECRET, callback_hosts=" Hooks.Example. ,b.example,,", api_tokens=""
     )
-    assert settings.callback_hosts == ("hooks.example", "b.example")
+    assert settings.callback_hosts == ("b.example", "hooks.example")
     assert settings.callback_secret is not None
     assert settings.callback_secret.get_secret_value() == SECRET
     assert SECRET not in repr(settings) and SECRET not in str(settings.callback_secret)
@@ -101,12 +101,20 @@ def test_a_malformed_callback_secret_stops_start_up_without_showing_it(
     assert secret.removeprefix("whsec_") not in str(caught.value)
 
 
-def test_retention_may_not_delete_a_callback_still_being_retried() -> None:
-    with pytest.raises(ConfigError, match="ORCH_RETENTION_S: shorter than ORCH_CALLBACK_RETRY"):
-        load_settings(callback_secret=SECRET, retention_s=3600)
-    load_settings(callback_secret=SECRET, retention_s=0)  # keeps everything
-    load_settings(callback_secret=SECRET, retention_s=86_400)
-    load_settings(retention_s=3600)  # no callbacks: nothing to wait for
+def test_a_callback_secret_without_hosts_stops_start_up() -> None:
+    """A secret alone would let any enqueue token aim the service anywhere."""
+    with pytest.raises(ConfigError, match="ORCH_CALLBACK_HOSTS: required when ORCH_CALLBACK"):
+        load_settings(callback_secret=SECRET)
+    with pytest.raises(ConfigError, match="ORCH_CALLBACK_HOSTS: required"):
+        load_settings(callback_secret=SECRET, callback_hosts=" , ")
+    load_settings(callback_secret=SECRET, callback_hosts="*")
+    load_settings(callback_hosts="hooks.example")  # no secret: nothing is sent anyway
+
+
+def test_retention_no_longer_needs_to_outlast_the_callback_window() -> None:
+    """The retention statement itself keeps a cancellation whose callback is pending
+    (tests/integration/test_callbacks.py), so a short retention is allowed."""
+    load_settings(callback_secret=SECRET, callback_hosts="*", retention_s=3600)
 
 
 def test_a_request_without_callback_url_hashes_as_before_the_field() -> None:
