@@ -13,9 +13,10 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+import math
 import urllib.parse
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import aiohttp
@@ -248,11 +249,20 @@ def _verify(header: str, body: bytes, accounts: list[base.Account]) -> base.Acco
 
 
 def _timestamp(value: object) -> float | None:
+    """created_at as seconds since the epoch. Truto's documentation writes it
+    `2024-09-10 12:00:00`: UTC, with no zone designator; ISO 8601 with `T` and `Z` (or an
+    offset) may also come. A time without a zone is read as UTC, never in the host's zone:
+    on a host in New York a fresh event would otherwise be five hours in the future."""
+    if isinstance(value, bool):
+        return None
     if isinstance(value, int | float):
-        return float(value)
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
     return None

@@ -12,6 +12,7 @@ writes down the shapes and which of them are assumptions.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import hmac
 import http
@@ -57,6 +58,12 @@ class TrutoSettings(CommonSettings):
     # False: a cancel of a cancelled workflow is Ironclad's 400 INVALID_STATE, passed on as a
     # remote error (our reading, docs/providers.md); True: 200 with the workflow again.
     idempotent_cancel: bool = False
+
+
+def documented_time(ts: float) -> str:
+    """A webhook's created_at as Truto's documentation writes it: `2024-09-10 12:00:00`,
+    UTC with a space and no zone designator (../shared/seeds/README.md)."""
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -220,7 +227,7 @@ class TrutoSimulator(ProviderSimulator):
             "event": event,
             "payload": payload,
             "environment_id": self.settings.environment_id,
-            "created_at": iso(time.time()) if created_at is None else created_at,
+            "created_at": documented_time(time.time()) if created_at is None else created_at,
             "webhook_id": self.settings.webhook_id,
         }
         self.events.append(message)
