@@ -13,7 +13,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.test_utils import TestServer
 
 from orchestrator.domain.destinations import CallbackHosts, Verdict
 from orchestrator.workers.callback_net import CallbackClient, RefusedAddress, error_class
@@ -246,3 +248,38 @@ async def test_the_description_does_not_publish_the_host_list(
     text = await (await harness.client.get("/openapi.json")).text()
     assert str(receiver.server.port) not in text
     assert "ORCH_CALLBACK_HOSTS" in text  # it says a list exists, not what is on it
+
+
+async def test_an_attempt_is_recorded_as_a_class_never_as_an_error_text() -> None:
+    """What reaches the history names no address or port: a closed port, a TLS handshake
+    with a plain HTTP server, a receiver too slow to answer."""
+    app = web.Application()
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response()
+
+    app.router.add_post("/slow", slow)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    closed_port = closed.getsockname()[1]
+    hosts = CallbackHosts.parse([f"127.0.0.1:{server.port}", f"127.0.0.1:{closed_port}"])
+    client = CallbackClient(hosts, timeout_s=0.3)
+    try:
+        answers = {
+            "closed": await client.post(f"http://127.0.0.1:{closed_port}/x", b"{}", {}),
+            "tls": await client.post(f"https://127.0.0.1:{server.port}/slow", b"{}", {}),
+            "slow": await client.post(f"http://127.0.0.1:{server.port}/slow", b"{}", {}),
+        }
+    finally:
+        await client.close()
+        await server.close()
+        closed.close()
+    assert {k: (a.status, a.error) for k, a in answers.items()} == {
+        "closed": (None, "connect_failed"),
+        "tls": (None, "tls"),
+        "slow": (None, "timeout"),
+    }
+    assert all(a.reason is None for a in answers.values())
