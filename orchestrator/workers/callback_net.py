@@ -17,6 +17,7 @@ token, which would make the service a port scanner.
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
@@ -27,6 +28,8 @@ from aiohttp.resolver import DefaultResolver
 
 from orchestrator.domain import callbacks
 from orchestrator.domain.destinations import CallbackHosts, Verdict, is_public, literal
+
+log = logging.getLogger(__name__)
 
 
 class RefusedAddress(OSError):
@@ -121,6 +124,8 @@ class CallbackClient:
         except TimeoutError:
             return callbacks.Answer(error="timeout")
         except aiohttp.ClientError as exc:
+            # The text, for the operator's log only; the history gets the class.
+            log.debug("callback POST failed: %s: %s", type(exc).__name__, exc)
             return callbacks.Answer(error=error_class(exc))
         except RefusedAddress:
             return callbacks.Answer(error="refused_address")

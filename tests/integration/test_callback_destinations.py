@@ -192,6 +192,26 @@ async def test_a_listed_internal_receiver_is_called(
     assert got.valid and got.json["id"] == ident
 
 
+async def test_a_listed_name_is_called_though_it_resolves_to_an_internal_address(
+    harness: Harness,
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    """The operator listed receiver.internal:PORT; it resolves to loopback and is called."""
+    port = receiver.server.port
+    ident = await ended_with_callback(
+        harness, "sr-ssrf-listed-name", f"http://receiver.internal:{port}/hook"
+    )
+    names = StubResolver({"receiver.internal": ["127.0.0.1"]})
+    probe = probe_sender(harness, CallbackHosts.parse([f"receiver.internal:{port}"]), names)
+    try:
+        assert await probe.run_once() == CallbackReport(delivered=1)
+    finally:
+        await probe.http.close()
+    assert names.asked == ["receiver.internal"]
+    (got,) = receiver.received
+    assert got.valid and got.json["id"] == ident
+
+
 async def test_a_listed_host_on_another_port_is_refused(
     harness: Harness,
     receiver: Receiver,  # noqa: F811
