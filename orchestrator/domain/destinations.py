@@ -41,6 +41,10 @@ class Decision:
     verdict: Verdict
     #: Why it was refused, for the caller (422) and the history; never an address.
     reason: str = ""
+    #: The host and port the decision is about, as this module read the URL: the client
+    #: checks the HTTP library reads the same (a parser differential would be a bypass).
+    host: str = ""
+    port: int | None = None
 
 
 def _plain_public(address: IPAddress) -> bool:
@@ -142,7 +146,7 @@ class CallbackHosts:
         if (host, port) in self.listed or (
             (host, None) in self.listed and port == DEFAULT_PORTS.get(parts.scheme)
         ):
-            return Decision(Verdict.LISTED)
+            return Decision(Verdict.LISTED, host=host, port=port)
         if not self.any_public:
             return Decision(
                 Verdict.REFUSED, f"host {host!r} on port {port} is not an allowed callback host"
@@ -154,7 +158,7 @@ class CallbackHosts:
             host == "localhost" or host.endswith(".localhost") or _looks_numeric(host)
         ):
             return Decision(Verdict.REFUSED, "the address is not public")
-        return Decision(Verdict.PUBLIC_ONLY)
+        return Decision(Verdict.PUBLIC_ONLY, host=host, port=port)
 
 
 def parse_entry(entry: str) -> tuple[str, int | None]:

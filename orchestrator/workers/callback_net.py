@@ -22,12 +22,19 @@ import socket
 from typing import Any
 
 import aiohttp
+import yarl
 from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from orchestrator.domain import callbacks
-from orchestrator.domain.destinations import CallbackHosts, Verdict, is_public, literal
+from orchestrator.domain.destinations import (
+    CallbackHosts,
+    Verdict,
+    is_public,
+    literal,
+    normal_host,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +116,13 @@ class CallbackClient:
         decision = self.hosts.decide(url)
         if decision.verdict is Verdict.REFUSED:
             return callbacks.Answer(error="callback_refused", reason=decision.reason, final=True)
+        target = yarl.URL(url)
+        if (normal_host(target.host or ""), target.port) != (decision.host, decision.port):
+            return callbacks.Answer(
+                error="callback_refused",
+                reason="the URL names a different host to the HTTP client",
+                final=True,
+            )
         session = self.session_for(decision.verdict)
         try:
             async with session.post(
