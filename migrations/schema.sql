@@ -29,6 +29,7 @@ CREATE TABLE public.cancellations (
     confirmed_at timestamp with time zone,
     first_sent_at timestamp with time zone,
     callback_url text,
+    callback_receiver text,
     CONSTRAINT cancellations_confirmed_via_check CHECK ((confirmed_via = ANY (ARRAY['webhook'::text, 'provider_response'::text, 'reconciliation'::text]))),
     CONSTRAINT cancellations_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'awaiting_confirmation'::text, 'confirmed'::text, 'failed'::text])))
 );
@@ -221,6 +222,34 @@ BEGIN
     IF result = 'created' AND p_callback_url IS NOT NULL THEN
         UPDATE cancellations SET callback_url = p_callback_url WHERE id = p_id
         RETURNING * INTO cancellation;
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION public.enqueue_cancellation(p_id uuid, p_provider text, p_account text, p_resource_id text, p_reason text, p_metadata jsonb, p_params jsonb, p_idempotency_key text, p_request_hash text, p_now timestamp with time zone, p_callback_url text, p_enqueued_by text, OUT result text, OUT cancellation public.cancellations) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    answer record;
+BEGIN
+    SELECT * INTO answer
+    FROM enqueue_cancellation(p_id, p_provider, p_account, p_resource_id, p_reason, p_metadata,
+                              p_params, p_idempotency_key, p_request_hash, p_now);
+    result := answer.result;
+    cancellation := answer.cancellation;
+    IF result <> 'created' THEN
+        RETURN;
+    END IF;
+    IF p_callback_url IS NOT NULL THEN
+        UPDATE cancellations
+        SET callback_url = p_callback_url, callback_receiver = p_enqueued_by
+        WHERE id = p_id
+        RETURNING * INTO cancellation;
+    END IF;
+    IF p_enqueued_by IS NOT NULL THEN
+        UPDATE cancellation_events
+        SET evidence = evidence || jsonb_build_object('by', p_enqueued_by)
+        WHERE cancellation_id = p_id AND cause = 'enqueued';
     END IF;
 END;
 $$;
@@ -429,6 +458,13 @@ CREATE TABLE public.schema_migrations (
     checksum text
 );
 
+CREATE TABLE public.ui_sessions (
+    id_hash bytea NOT NULL,
+    token_name text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    expires_at timestamp with time zone NOT NULL
+);
+
 CREATE TABLE public.webhook_inbox (
     id bigint NOT NULL,
     provider text NOT NULL,
@@ -477,6 +513,9 @@ ALTER TABLE ONLY public.cancellations
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 
+ALTER TABLE ONLY public.ui_sessions
+    ADD CONSTRAINT ui_sessions_pkey PRIMARY KEY (id_hash);
+
 ALTER TABLE ONLY public.webhook_inbox
     ADD CONSTRAINT webhook_inbox_pkey PRIMARY KEY (id);
 
@@ -510,6 +549,10 @@ CREATE INDEX cancellations_overdue ON public.cancellations USING btree (confirm_
 CREATE INDEX cancellations_resource ON public.cancellations USING btree (resource_id);
 
 CREATE INDEX cancellations_terminal_at ON public.cancellations USING btree (updated_at) WHERE (status = ANY (ARRAY['confirmed'::text, 'failed'::text]));
+
+CREATE INDEX ui_sessions_by_token ON public.ui_sessions USING btree (token_name);
+
+CREATE INDEX ui_sessions_expiry ON public.ui_sessions USING btree (expires_at);
 
 CREATE INDEX webhook_inbox_by_cancellation ON public.webhook_inbox USING btree (cancellation_id) WHERE (cancellation_id IS NOT NULL);
 

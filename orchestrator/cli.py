@@ -1,4 +1,5 @@
-"""`orchestrator serve | migrate | simulate | demo`, and the API client's commands
+"""`orchestrator serve | migrate | simulate | demo | callback-secret | sessions revoke`, and
+the API client's commands
 (`enqueue | status | list | retry`, in client_cli): the command line, the only other composer."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from orchestrator import client_cli, logs
+from orchestrator import client_cli, logs, tokens
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import ConfigError, Settings, load_settings
 from orchestrator.providers import registry
@@ -130,14 +131,52 @@ def cmd_serve(settings: Settings) -> int:
     return 0
 
 
-def check_tokens(settings: Settings) -> None:
-    """An unknown scope in ORCH_API_TOKENS stops start-up like any other bad setting."""
-    from orchestrator.web import auth
+def check_tokens(settings: Settings, accounts: registry.Accounts) -> None:
+    """A token limited to an account that is not configured stops start-up (the grammar
+    itself is checked when the settings are read)."""
+    for spec in settings.tokens():
+        for listed in sorted(spec.accounts or ()):
+            provider, _, name = listed.partition("/")
+            if accounts.get(provider, name) is None:
+                raise ConfigError(
+                    f"invalid configuration: ORCH_API_TOKENS: token {spec.name!r} names the"
+                    f" account {listed!r}, which is not configured"
+                )
 
-    try:
-        auth.parse_tokens(settings.api_tokens)
-    except ValueError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from None
+
+def cmd_callback_secret(settings: Settings, name: str) -> int:
+    """Print the secret a receiver verifies its callbacks with (tokens.callback_secret)."""
+    if settings.callback_secret is None:
+        print("orchestrator: ORCH_CALLBACK_SECRET is not set", file=sys.stderr)
+        return 2
+    name = name.removeprefix("token:")
+    known = [t.name for t in settings.tokens()] or [tokens.ANONYMOUS]
+    if name not in known:
+        print(
+            f"orchestrator: no token named {name!r} in ORCH_API_TOKENS (known: {', '.join(known)})",
+            file=sys.stderr,
+        )
+        return 2
+    print(tokens.callback_secret(settings.callback_secret.get_secret_value(), name))
+    return 0
+
+
+def cmd_revoke_sessions(settings: Settings, name: str | None) -> int:
+    """End dashboard sessions on the server: one token's (by name) or every token's."""
+    from orchestrator.store.db import create_pool
+    from orchestrator.store.sessions import Sessions
+
+    async def revoke(dsn: str) -> int:
+        pool = await create_pool(dsn, 1)
+        try:
+            return await Sessions(pool).revoke(name)
+        finally:
+            await pool.close()
+
+    with database(settings) as dsn:
+        ended = asyncio.run(revoke(dsn))
+    print(f"ended {ended} session(s)" + (f" of token {name!r}" if name else ""))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply pending database migrations and exit")
     sub.add_parser("simulate", help="run the provider simulators on loopback (see --help)")
     client_cli.add_commands(sub)
+    secret = sub.add_parser(
+        "callback-secret", help="print the whsec_ secret a callback receiver verifies with"
+    )
+    secret.add_argument("--token", required=True, help="the enqueuing token's name")
+    sessions = sub.add_parser("sessions", help="dashboard sessions")
+    sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True)
+    revoke = sessions_sub.add_parser("revoke", help="end sessions on the server")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--token", help="end the sessions of the token with this name")
+    which.add_argument("--all", action="store_true", help="end every session")
     demo = sub.add_parser("demo", help="the whole job end to end on this machine, self-checked")
     demo.add_argument("--count", type=int, default=300, help="cancels in the batch")
     demo.add_argument("--drop-rate", type=float, default=0.1, help="share of callbacks dropped")
@@ -168,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings()
-        registry.accounts_from_settings(settings)  # a wrong ORCH_CONFIG stops start-up too
-        check_tokens(settings)
+        # A wrong ORCH_CONFIG, or a token limited to an unknown account, stops start-up too.
+        check_tokens(settings, registry.accounts_from_settings(settings))
     except ConfigError as exc:
         print(f"orchestrator: {exc}", file=sys.stderr)
         return 2
@@ -184,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(settings)
     if args.command == "serve":
         return cmd_serve(settings)
+    if args.command == "callback-secret":
+        return cmd_callback_secret(settings, args.token)
+    if args.command == "sessions":
+        name = None if args.all else args.token.removeprefix("token:")
+        return cmd_revoke_sessions(settings, name)
     if args.command == "demo":
         from orchestrator import demo as demo_module
 

@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from orchestrator import tokens as grammar
 from orchestrator.domain.destinations import CallbackHosts
 
 
@@ -200,6 +201,55 @@ class Settings(BaseSettings):
     # whose owner lock is free, and how long one must be seen so before its rows are requeued.
     owner_check_s: PositiveFloat = Field(2.0, validation_alias=_env("ORCH_OWNER_CHECK_S"))
     owner_grace_s: NonNegativeFloat = Field(5.0, validation_alias=_env("ORCH_OWNER_GRACE_S"))
+
+    # Tokens, sessions and who acted (issue 16, items 4-6; grammar in orchestrator/tokens.py).
+    # Names unnamed tokens (an HMAC under it); every instance must have the same.
+    secret_key: SecretStr | None = Field(None, validation_alias=_env("ORCH_SECRET_KEY"))
+    # The address clients use; https:// makes the dashboard's cookie Secure and adds HSTS.
+    public_url: str | None = Field(None, validation_alias=_env("ORCH_PUBLIC_URL"))
+    # Proxies (addresses or networks) whose X-Forwarded-Proto is believed.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("ORCH_TRUSTED_PROXIES")
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(p.strip() for p in value.split(",") if p.strip())
+        if isinstance(value, tuple):
+            for proxy in value:
+                try:
+                    ipaddress.ip_network(proxy, strict=False)
+                except ValueError:
+                    raise ValueError(f"{proxy!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return _check_url(value or None)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < grammar.MIN_TOKEN_LENGTH:
+            raise ValueError(f"must be at least {grammar.MIN_TOKEN_LENGTH} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _tokens_parse(self) -> Settings:
+        self.tokens()  # a ValueError names ORCH_API_TOKENS, never a token
+        return self
+
+    def tokens(self) -> list[grammar.TokenSpec]:
+        """ORCH_API_TOKENS, parsed (orchestrator/tokens.py says the grammar)."""
+        key = self.secret_key.get_secret_value() if self.secret_key else None
+        return grammar.parse(tuple(t.get_secret_value() for t in self.api_tokens), key)
+
+    def behind_tls(self) -> bool:
+        """Clients reach the service over https (ORCH_PUBLIC_URL says so)."""
+        return bool(self.public_url and self.public_url.startswith("https://"))
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ RFC 9457 problem (web/problems.py holds the HTTP status of each), and the CLI pr
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any
 
 from pydantic import ValidationError
@@ -62,6 +63,13 @@ class Unauthorized(OrchestratorError):
 
 class Forbidden(OrchestratorError):
     """Valid credentials without the scope this action needs."""
+
+
+class TooManyRequests(OrchestratorError):
+    """A limit of this instance was reached; `retry_after_s` says when to try again."""
+
+    def __init__(self, detail: str, retry_after_s: float) -> None:
+        super().__init__(detail, retry_after_s=max(1, math.ceil(retry_after_s)))
 
 
 class DatabaseUnavailable(OrchestratorError):

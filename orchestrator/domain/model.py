@@ -88,6 +88,8 @@ class Cancellation:
     first_sent_at: datetime | None
     #: Where to POST the cancellation once it ends (0006_completion_callbacks.sql).
     callback_url: str | None
+    #: Who the callbacks are signed for: the enqueuing token's name (0009_who_acted.sql).
+    callback_receiver: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Cancellation:

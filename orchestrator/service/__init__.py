@@ -2,6 +2,8 @@
 (inputs.py)."""
 
 from orchestrator.service.cancellations import (
+    ANONYMOUS,
+    Caller,
     Enqueued,
     ItemResult,
     Page,
@@ -22,9 +24,11 @@ from orchestrator.service.inputs import (
 from orchestrator.service.overview import Overdue, Overview
 
 __all__ = [
+    "ANONYMOUS",
     "ActionRequest",
     "BatchItem",
     "BatchRequest",
+    "Caller",
     "EnqueueRequest",
     "Enqueued",
     "ItemResult",

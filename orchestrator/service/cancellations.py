@@ -59,6 +59,31 @@ class WebhookPolicy:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who asks (issue 16): the history's name for them, the accounts they may act on
+    (None: all), and the scope their idempotency keys live in (None: the anonymous one)."""
+
+    actor: str = "anonymous"
+    accounts: frozenset[str] | None = None
+    scope: str | None = None
+
+    def check_account(self, provider: str, account: str) -> None:
+        key = f"{provider}/{account}"
+        if self.accounts is not None and key not in self.accounts:
+            raise errors.Forbidden(f"{self.actor} may not act on the account {key}", account=key)
+
+    def scoped_key(self, idempotency_key: str | None) -> str | None:
+        """The key as stored: a caller's keys never meet another's (0x1f cannot occur in
+        a key, which is printable ASCII)."""
+        if idempotency_key is None or self.scope is None:
+            return idempotency_key
+        return f"{self.scope}\x1f{idempotency_key}"
+
+
+ANONYMOUS = Caller()
+
+
+@dataclass(frozen=True)
 class Enqueued:
     cancellation: Cancellation
     created: bool
@@ -112,29 +137,44 @@ class Service:
 
     # --- callers' use cases -------------------------------------------------------------
 
-    async def enqueue(self, request: EnqueueRequest, idempotency_key: str | None) -> Enqueued:
+    async def enqueue(
+        self, request: EnqueueRequest, idempotency_key: str | None, caller: Caller = ANONYMOUS
+    ) -> Enqueued:
         """Record a cancel (or find the one that answers it) and wake the dispatcher."""
         if idempotency_key is not None and not valid_idempotency_key(idempotency_key):
             raise errors.InvalidRequest.field(
                 "Idempotency-Key", "must be 1-255 printable ASCII characters"
             )
-        new = self._new_cancellation(request, idempotency_key)
+        new = self._new_cancellation(request, idempotency_key, caller)
         row, created = await self.store.enqueue(new, self.clock.now())
         self.metrics.enqueued.labels(request.provider, str(created).lower()).inc()
         if created:
             self.on_new_work()
         return Enqueued(row, created)
 
-    async def enqueue_batch(self, items: Sequence[Any]) -> list[ItemResult]:
+    async def enqueue_batch(
+        self,
+        items: Sequence[Any],
+        caller: Caller = ANONYMOUS,
+        *,
+        allowed: int | None = None,
+        refused: errors.OrchestratorError | None = None,
+    ) -> list[ItemResult]:
         """Enqueue each item as `enqueue` would, in a few transactions rather than one per
-        item; a bad item is refused on its own (fields named `items[i].field`)."""
+        item; a bad item is refused on its own (fields named `items[i].field`). Only the
+        first `allowed` items are taken (the caller's rate); the rest are `refused`."""
         results: list[ItemResult | None] = [None] * len(items)
         news: list[NewCancellation] = []
         positions: list[int] = []
         for index, raw in enumerate(items):
+            if allowed is not None and index >= allowed and refused is not None:
+                results[index] = ItemResult(None, error=refused)
+                continue
             try:
                 item = BatchItem.model_validate(raw)
-                news.append(self._new_cancellation(item.enqueue_request(), item.idempotency_key))
+                news.append(
+                    self._new_cancellation(item.enqueue_request(), item.idempotency_key, caller)
+                )
                 positions.append(index)
             except ValidationError as exc:
                 refused = errors.InvalidRequest.from_validation(exc, f"item {index}")
@@ -165,7 +205,7 @@ class Service:
         return [r for r in results if r is not None]
 
     def _new_cancellation(
-        self, request: EnqueueRequest, idempotency_key: str | None
+        self, request: EnqueueRequest, idempotency_key: str | None, caller: Caller
     ) -> NewCancellation:
         """What the store records for a request, once the account and params are checked."""
         provider = self.providers[request.provider]
@@ -174,6 +214,7 @@ class Service:
             raise errors.InvalidRequest.field(
                 "account", f"no {request.provider} account named {request.account!r}"
             )
+        caller.check_account(request.provider, request.account)
         params = provider.validate_params(request.params)
         if problem := provider.check_account(account):
             raise errors.ProviderNotConfigured(problem)
@@ -186,9 +227,10 @@ class Service:
             reason=request.reason,
             metadata=request.metadata,
             params=params,
-            idempotency_key=idempotency_key,
+            idempotency_key=caller.scoped_key(idempotency_key),
             request_hash=request.request_hash(),
             callback_url=request.callback_url,
+            enqueued_by=caller.actor,
         )
 
     async def get(self, cancellation_id: uuid.UUID) -> Cancellation:
@@ -336,18 +378,22 @@ class Service:
 
     # --- operators' use cases -----------------------------------------------------------
 
-    async def retry(self, cancellation_id: uuid.UUID, reason: str, actor: str) -> Cancellation:
+    async def retry(self, cancellation_id: uuid.UUID, reason: str, caller: Caller) -> Cancellation:
         """The next attempt happens now, checking the provider's status first."""
         row = await self.get(cancellation_id)
-        decision = lifecycle.retry_now(row.status, self.clock.now(), _action(reason, actor))
+        caller.check_account(row.provider, row.account)
+        decision = lifecycle.retry_now(row.status, self.clock.now(), _action(reason, caller.actor))
         applied = await self._act(row, decision)
         self.on_new_work()
         return applied
 
-    async def abandon(self, cancellation_id: uuid.UUID, reason: str, actor: str) -> Cancellation:
+    async def abandon(
+        self, cancellation_id: uuid.UUID, reason: str, caller: Caller
+    ) -> Cancellation:
         """End the cancellation failed, code `abandoned`, with the operator's reason."""
         row = await self.get(cancellation_id)
-        decision = lifecycle.abandon(row.status, reason, _action(reason, actor))
+        caller.check_account(row.provider, row.account)
+        decision = lifecycle.abandon(row.status, reason, _action(reason, caller.actor))
         return await self._act(row, decision)
 
     async def _act(self, row: Cancellation, decision: lifecycle.Decision | str) -> Cancellation:

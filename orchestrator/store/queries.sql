@@ -5,7 +5,7 @@
 -- name: enqueue
 -- Record a cancellation, or find the one that answers this request; one round trip.
 SELECT (e.cancellation).*, e.result
-FROM enqueue_cancellation($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) e;
+FROM enqueue_cancellation($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) e;
 
 -- name: enqueue_batch
 -- Many enqueues in one statement (one transaction): enqueue_cancellation for each row, so
@@ -16,14 +16,15 @@ SELECT b.position, (e.cancellation).*, e.result
 FROM (
     SELECT *
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
-                $7::jsonb[], $8::text[], $9::text[], $10::int[], $11::text[])
+                $7::jsonb[], $8::text[], $9::text[], $10::int[], $11::text[], $13::text[])
          WITH ORDINALITY AS u(id, provider, account, resource_id, reason, metadata, params,
-                              idempotency_key, request_hash, position, callback_url, n)
+                              idempotency_key, request_hash, position, callback_url,
+                              enqueued_by, n)
     ORDER BY n
 ) b,
 LATERAL enqueue_cancellation(b.id, b.provider, b.account, b.resource_id, b.reason,
                              b.metadata, b.params, b.idempotency_key, b.request_hash, $12,
-                             b.callback_url) e;
+                             b.callback_url, b.enqueued_by) e;
 
 -- name: record_webhook_event
 -- Store a verified event once and act on the open cancellation it reports; one round trip.
@@ -366,3 +367,33 @@ WITH stale AS (
 )
 DELETE FROM cancellation_watches w USING stale
 WHERE w.cancellation_id = stale.cancellation_id AND w.watcher = stale.watcher;
+
+-- name: open_ui_session
+-- A dashboard login (0009): $1 the SHA-256 of the cookie's random id, for token $2, from
+-- $3 until $4; sessions already expired are deleted on the way.
+WITH expired AS (
+    DELETE FROM ui_sessions WHERE expires_at <= $3
+)
+INSERT INTO ui_sessions (id_hash, token_name, created_at, expires_at) VALUES ($1, $2, $3, $4);
+
+-- name: find_ui_session
+-- The token name of a live session, by the SHA-256 of its id.
+SELECT token_name FROM ui_sessions WHERE id_hash = $1 AND expires_at > $2;
+
+-- name: close_ui_session
+-- Logout: the session ends on the server, whatever the browser keeps.
+DELETE FROM ui_sessions WHERE id_hash = $1;
+
+-- name: revoke_ui_sessions
+-- Every session of token $1, or of every token when $1 is NULL; returns how many.
+WITH gone AS (
+    DELETE FROM ui_sessions WHERE $1::text IS NULL OR token_name = $1 RETURNING 1
+)
+SELECT count(*) FROM gone;
+
+-- name: revoke_ui_sessions_except
+-- Sessions of tokens no longer configured (names not in $1); returns how many.
+WITH gone AS (
+    DELETE FROM ui_sessions WHERE token_name <> ALL($1::text[]) RETURNING 1
+)
+SELECT count(*) FROM gone;

@@ -32,6 +32,8 @@ class NewCancellation:
     idempotency_key: str | None
     request_hash: str
     callback_url: str | None = None
+    #: Who enqueued it ("token:<name>" or "anonymous"), for the history and the callbacks.
+    enqueued_by: str | None = None
 
 
 class WebhookOutcome(enum.StrEnum):
@@ -142,6 +144,7 @@ class Store:
                 new.request_hash,
                 now,
                 new.callback_url,
+                new.enqueued_by,
             )
         assert record is not None
         result = record["result"]
@@ -181,6 +184,7 @@ class Store:
                     part,
                     [n.callback_url for n in rows],
                     now,
+                    [n.enqueued_by for n in rows],
                 )
             for record in records:
                 found = Cancellation.from_row(record) if record["id"] is not None else None

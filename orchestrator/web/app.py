@@ -34,7 +34,8 @@ from orchestrator.store.outbox import Outbox
 from orchestrator.store.owner_lock import OwnerLock
 from orchestrator.store.repository import Store
 from orchestrator.web import cancellations, docs, keys, ops, schemas, ui, webhooks
-from orchestrator.web.auth import bearer_auth_middleware
+from orchestrator.web.access import access_log_middleware
+from orchestrator.web.auth import BUCKETS, bearer_auth_middleware, buckets
 from orchestrator.web.problems import problems_middleware
 from orchestrator.web.request_id import request_id_middleware
 from orchestrator.workers.callback_net import CallbackClient
@@ -80,10 +81,12 @@ def create_app(
         client_max_size=settings.max_body_bytes,
         middlewares=[
             request_id_middleware,
+            access_log_middleware,
             problems_middleware,
-            bearer_auth_middleware(settings.api_tokens),
+            bearer_auth_middleware(settings),
         ],
     )
+    app[BUCKETS] = buckets(settings)
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock or SystemClock()
     app[keys.ACCOUNTS] = accounts or registry.accounts_from_settings(settings)
@@ -99,6 +102,7 @@ def create_app(
             statement_cache=settings.database_pooler != "transaction",
         )
         app[keys.STORE] = Store(pool)
+        await ui.end_sessions_of_removed_tokens(app, settings)
         yield
         await pool.close()
 

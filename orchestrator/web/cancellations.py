@@ -20,7 +20,7 @@ from orchestrator.service import (
     is_current,
 )
 from orchestrator.web import keys, problems, schemas
-from orchestrator.web.auth import actor
+from orchestrator.web.auth import caller, enqueue_wait, take_enqueues
 from orchestrator.web.json import json_response
 
 routes = web.RouteTableDef()
@@ -59,7 +59,10 @@ def cancellation_id(request: web.Request) -> uuid.UUID:
 @routes.post("/v1/cancellations", name="enqueue")
 async def enqueue(request: web.Request) -> web.Response:
     body = await read_json(request, EnqueueRequest, "cancellation")
-    result = await request.app[keys.SERVICE].enqueue(body, request.headers.get("Idempotency-Key"))
+    take_enqueues(request, 1)
+    result = await request.app[keys.SERVICE].enqueue(
+        body, request.headers.get("Idempotency-Key"), caller(request)
+    )
     row = result.cancellation
     location = str(request.app.router["cancellation"].url_for(id=str(row.id)))
     return json_response(
@@ -72,7 +75,14 @@ async def enqueue(request: web.Request) -> web.Response:
 @routes.post("/v1/cancellations/batch", name="batch")
 async def enqueue_batch(request: web.Request) -> web.Response:
     body = await read_json(request, BatchRequest, "batch")
-    results = await request.app[keys.SERVICE].enqueue_batch(body.items)
+    allowed = take_enqueues(request, len(body.items))
+    refused = errors.TooManyRequests(
+        "beyond this token's enqueue rate: send this item again later",
+        retry_after_s=enqueue_wait(request, len(body.items) - allowed),
+    )
+    results = await request.app[keys.SERVICE].enqueue_batch(
+        body.items, caller(request), allowed=allowed, refused=refused
+    )
     return json_response({"results": [batch_entry(r) for r in results]}, status=207)
 
 
@@ -136,7 +146,7 @@ async def list_all(request: web.Request) -> web.Response:
 async def retry(request: web.Request) -> web.Response:
     ident = cancellation_id(request)
     body = await read_json(request, ActionRequest, "action")
-    row = await request.app[keys.SERVICE].retry(ident, body.reason, actor(request))
+    row = await request.app[keys.SERVICE].retry(ident, body.reason, caller(request))
     return json_response(schemas.cancellation_out(row))
 
 
@@ -144,5 +154,5 @@ async def retry(request: web.Request) -> web.Response:
 async def abandon(request: web.Request) -> web.Response:
     ident = cancellation_id(request)
     body = await read_json(request, ActionRequest, "action")
-    row = await request.app[keys.SERVICE].abandon(ident, body.reason, actor(request))
+    row = await request.app[keys.SERVICE].abandon(ident, body.reason, caller(request))
     return json_response(schemas.cancellation_out(row))

@@ -29,6 +29,7 @@ _PROBLEMS: dict[type[errors.OrchestratorError], tuple[int, str, str]] = {
     errors.UnsupportedMediaType: (415, "Unsupported media type", "unsupported-media-type"),
     errors.Unauthorized: (401, "Unauthorized", "unauthorized"),
     errors.Forbidden: (403, "Forbidden", "forbidden"),
+    errors.TooManyRequests: (429, "Too many requests", "too-many-requests"),
     errors.DatabaseUnavailable: (503, "Database unavailable", "database-unavailable"),
     errors.ProviderNotConfigured: (422, "Provider not configured", "provider-not-configured"),
 }
@@ -92,6 +93,8 @@ def from_error(exc: errors.OrchestratorError) -> web.Response:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
     if isinstance(exc, errors.DatabaseUnavailable):
         headers = {"Retry-After": DATABASE_RETRY_AFTER_S}
+    if isinstance(exc, errors.TooManyRequests):
+        headers = {"Retry-After": str(exc.extra["retry_after_s"])}
     return web.Response(
         status=described["status"],
         body=orjson.dumps(described),

@@ -1,52 +1,50 @@
-"""The dashboard's login session: a cookie that names an API token and is signed with it.
+"""The dashboard's login session: a random id in a cookie, kept server-side.
 
-The cookie holds the token's public name (the hash prefix the histories show), an expiry
-and an HMAC-SHA256 of both keyed with the token's secret; never the token. Nothing is
-stored server-side, every instance that has the same ORCH_API_TOKENS accepts it, and
-removing a token from ORCH_API_TOKENS ends its sessions at once. The scopes are read from
-the current configuration on each request, not from the cookie.
+The cookie holds 256 random bits and nothing else; the database keeps only their SHA-256
+with the token's name and an expiry (store/sessions.py). Nothing about the token can be
+learnt from the cookie, logout ends the session on the server (a copied cookie is refused
+afterwards), `orchestrator sessions revoke` ends one token's sessions or all, and a token
+removed from ORCH_API_TOKENS loses its sessions (refused at once, deleted at start-up). The
+scopes are read from the current configuration on each request, not from the session.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
-from datetime import datetime
+import secrets
+from datetime import datetime, timedelta
 
+from orchestrator.store.sessions import Sessions
 from orchestrator.web.auth import Token
 
 COOKIE = "orch_ui_session"
 #: How long a login lasts; an operator's working day.
 LIFETIME_S = 8 * 3600
-_PURPOSE = b"orchestrator-ui-session-v1"
+#: A cookie longer than this is not one of ours (token_urlsafe(32) is 43 characters).
+_MAX_LENGTH = 64
 
 
-def issue(token: Token, now: datetime) -> str:
-    expires = int(now.timestamp()) + LIFETIME_S
-    return f"{_public_name(token)}.{expires}.{_mac(token, expires)}"
+def id_hash(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
 
 
-def verify(tokens: list[Token], value: str, now: datetime) -> Token | None:
-    """The token a cookie value was issued for, if it is genuine, unexpired and the token is
-    still configured."""
-    name, _, rest = value.partition(".")
-    expires_text, _, mac = rest.partition(".")
-    if not (name and expires_text.isdigit() and mac):
+async def issue(store: Sessions, token: Token, now: datetime) -> str:
+    """A new session for `token`; returns the cookie's value."""
+    value = secrets.token_urlsafe(32)
+    await store.open(id_hash(value), token.name, now, now + timedelta(seconds=LIFETIME_S))
+    return value
+
+
+async def verify(store: Sessions, tokens: list[Token], value: str, now: datetime) -> Token | None:
+    """The token a live session was opened with, if that token is still configured."""
+    if not value or len(value) > _MAX_LENGTH:
         return None
-    expires = int(expires_text)
-    if expires <= now.timestamp():
+    name = await store.find(id_hash(value), now)
+    if name is None:
         return None
-    found = None
-    for token in tokens:
-        if _public_name(token) == name and hmac.compare_digest(mac, _mac(token, expires)):
-            found = token
-    return found
+    return next((t for t in tokens if t.name == name), None)
 
 
-def _public_name(token: Token) -> str:
-    return token.name.removeprefix("token:")
-
-
-def _mac(token: Token, expires: int) -> str:
-    message = b"|".join([_PURPOSE, _public_name(token).encode(), str(expires).encode()])
-    return hmac.new(token.secret, message, hashlib.sha256).hexdigest()
+async def close(store: Sessions, value: str) -> None:
+    if value and len(value) <= _MAX_LENGTH:
+        await store.close(id_hash(value))

@@ -3,18 +3,22 @@
 A sub-application with its own middleware: login, the Origin check on every POST, HTML
 error pages and the security headers concern /ui only; the API keeps its problem+json.
 
-Login is a cookie (POST /ui/login with an API token; sessions.py signs the cookie), not a
+Login is a cookie (POST /ui/login with an API token; sessions.py keeps the session
+server-side), not a
 token kept in sessionStorage: the pages are rendered on the server, and a browser's plain
 navigations and form posts carry a cookie but no Authorization header. The cookie is
-HttpOnly (no script can read it) and SameSite=Strict; every POST must also come with an
+HttpOnly (no script can read it), SameSite=Strict, and Secure when clients reach the
+service over TLS (ORCH_PUBLIC_URL, or a trusted proxy's X-Forwarded-Proto); failed logins
+are limited per client address. Every POST must also come with an
 Origin (or Referer) of this host, so another site cannot make a logged-in browser act.
 With no ORCH_API_TOKENS the dashboard is open, like the API.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,15 +33,24 @@ from pydantic import ValidationError
 from orchestrator import errors
 from orchestrator.config import Settings
 from orchestrator.domain.model import ProviderName, Status
-from orchestrator.service import ActionRequest, ListQuery
+from orchestrator.service import ActionRequest, Caller, ListQuery
+from orchestrator.store.sessions import Sessions
 from orchestrator.web import keys, problems, sessions
+from orchestrator.web.access import WHO, is_https
 from orchestrator.web.auth import Scope, Token, authenticate, parse_tokens
+from orchestrator.web.limits import BucketsByKey
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
 #: Seconds between the pages' own refreshes.
 REFRESH_S = 5
 #: Rows in each list of the front page.
 LIST_LIMIT = 20
+#: Failed logins allowed per client address: a burst of this many, then one per
+#: LOGIN_REFILL_S seconds (per instance, in memory).
+LOGIN_FAILURES = 10
+LOGIN_REFILL_S = 30.0
 
 routes = web.RouteTableDef()
 
@@ -49,13 +62,19 @@ class Viewer:
     name: str
     scopes: frozenset[Scope]
     logged_in: bool
+    accounts: frozenset[str] | None = None
 
     @property
     def can_act(self) -> bool:
         return Scope.ADMIN in self.scopes
 
+    @property
+    def caller(self) -> Caller:
+        return Caller(self.name, self.accounts)
+
 
 TOKENS = web.AppKey("ui_tokens", list[Token])
+LOGIN_LIMIT = web.AppKey("ui_login_limit", BucketsByKey)
 VIEWER = web.RequestKey("ui_viewer", Viewer)
 OPEN = Viewer("anonymous", frozenset(Scope), logged_in=False)
 
@@ -65,7 +84,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def setup(app: web.Application, settings: Settings) -> None:
     """Mount the dashboard at /ui (and send /ui to /ui/)."""
     ui = web.Application(middlewares=[guard])
-    ui[TOKENS] = parse_tokens(settings.api_tokens)
+    ui[TOKENS] = parse_tokens(settings)
+    ui[LOGIN_LIMIT] = BucketsByKey(1 / LOGIN_REFILL_S, LOGIN_FAILURES)
     aiohttp_jinja2.setup(
         ui,
         loader=jinja2.PackageLoader("orchestrator.web", "templates"),
@@ -86,15 +106,36 @@ def setup(app: web.Application, settings: Settings) -> None:
 # --- login and the guard ----------------------------------------------------------------
 
 
-def _viewer(request: web.Request) -> Viewer | None:
+async def end_sessions_of_removed_tokens(app: web.Application, settings: Settings) -> None:
+    """At start-up: a token gone from ORCH_API_TOKENS keeps no session in the database."""
+    names = [t.name for t in settings.tokens()]
+    try:
+        ended = await _sessions(app).revoke_except(names)
+    except errors.DatabaseUnavailable as exc:
+        log.warning("could not end the sessions of removed tokens: %s", exc.detail)
+        return
+    if ended:
+        log.info("ended %d dashboard session(s) of tokens no longer configured", ended)
+
+
+def _sessions(config: Mapping[Any, Any]) -> Sessions:
+    """The sessions' store, from the app (or a request's config_dict)."""
+    return Sessions(config[keys.STORE].pool)
+
+
+async def _viewer(request: web.Request) -> Viewer | None:
     tokens = request.app[TOKENS]
     if not tokens:
         return OPEN
     cookie = request.cookies.get(sessions.COOKIE)
     if not cookie:
         return None
-    token = sessions.verify(tokens, cookie, request.config_dict[keys.CLOCK].now())
-    return Viewer(token.name, token.scopes, logged_in=True) if token else None
+    now = request.config_dict[keys.CLOCK].now()
+    token = await sessions.verify(_sessions(request.config_dict), tokens, cookie, now)
+    if token is None:
+        return None
+    request[WHO] = token.name
+    return Viewer(token.actor, token.scopes, logged_in=True, accounts=token.accounts)
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -125,6 +166,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except errors.OrchestratorError as exc:
         status = problems.from_error(exc).status
         response = _error_page(request, status, exc.detail)
+        if isinstance(exc, errors.TooManyRequests):
+            response.headers["Retry-After"] = str(exc.extra["retry_after_s"])
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -138,7 +181,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method == "POST" and not _same_origin(request):
         raise errors.Forbidden("this form was not sent from a page of the dashboard")
-    viewer = _viewer(request)
+    viewer = await _viewer(request)
     if viewer is None:
         if request.match_info.route.name in _PUBLIC:
             return await handler(request)
@@ -171,11 +214,18 @@ async def login_page(request: web.Request) -> web.Response:
 
 @routes.post("/login", name="log_in")
 async def login(request: web.Request) -> web.StreamResponse:
+    failures = request.app[LOGIN_LIMIT].get(request.remote or "?")
+    if failures.available() < 1:
+        raise errors.TooManyRequests(
+            "too many failed logins from this address; wait before trying again",
+            retry_after_s=failures.wait_for(1),
+        )
     form = await request.post()
     target = _next(str(form.get("next", "")))
     token = authenticate(request.app[TOKENS], str(form.get("token", "")).strip())
     error = None
     if token is None:
+        failures.take_up_to(1)
         error = "That token is not valid."
     elif Scope.READ not in token.scopes:
         error = "That token lacks the 'read' scope the dashboard needs."
@@ -183,20 +233,23 @@ async def login(request: web.Request) -> web.StreamResponse:
         context = {"next": target, "error": error}
         return render(request, "login.html", context, status=401 if token is None else 403)
     response = _see_other(target)
+    now = request.config_dict[keys.CLOCK].now()
     response.set_cookie(
         sessions.COOKIE,
-        sessions.issue(token, request.config_dict[keys.CLOCK].now()),
+        await sessions.issue(_sessions(request.config_dict), token, now),
         max_age=sessions.LIFETIME_S,
         path="/ui",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=is_https(request),
     )
     return response
 
 
 @routes.post("/logout", name="logout")
 async def logout(request: web.Request) -> web.StreamResponse:
+    """Ends the session on the server: the cookie, copied or kept, no longer opens it."""
+    await sessions.close(_sessions(request.config_dict), request.cookies.get(sessions.COOKIE, ""))
     response = _see_other("/ui/login")
     response.del_cookie(sessions.COOKIE, path="/ui")
     return response
@@ -293,9 +346,9 @@ async def act(request: web.Request) -> web.StreamResponse:
     try:
         body = ActionRequest.model_validate({"reason": reason.strip()})
         if action == "retry":
-            await service.retry(ident, body.reason, viewer.name)
+            await service.retry(ident, body.reason, viewer.caller)
         else:
-            await service.abandon(ident, body.reason, viewer.name)
+            await service.abandon(ident, body.reason, viewer.caller)
     except ValidationError as exc:
         problem = errors.InvalidRequest.from_validation(exc, "action")
         return await _detail(request, ident, error=problem.detail, reason=reason, status=422)

@@ -6,6 +6,11 @@ client that reaches only where ORCH_CALLBACK_HOSTS allows (callback_net.py), and
 the attempt: a 2xx ends the delivery, anything else is tried again with backoff until the
 window after the terminal state has passed (domain/callbacks.py decides). The webhook-id
 is the delivery's, the same on every attempt, so receivers can drop repeats.
+
+Each delivery is signed with its receiver's own secret, derived from ORCH_CALLBACK_SECRET and
+the name of the token that enqueued the cancellation (tokens.callback_secret; `orchestrator
+callback-secret --token NAME` prints it): a callback one receiver got does not verify at
+another's endpoint, so it cannot be replayed there.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from datetime import UTC, datetime
 
 import standardwebhooks
 
+from orchestrator import tokens
 from orchestrator.clock import Clock
 from orchestrator.domain import callbacks
 from orchestrator.domain.model import Cancellation
@@ -63,7 +69,8 @@ class CallbackSender:
     ) -> None:
         self.outbox = outbox
         self.http = http
-        self.signer = standardwebhooks.Webhook(secret)
+        self.secret = secret
+        self._signers: dict[str, standardwebhooks.Webhook] = {}
         self.render = render
         self.policy = policy
         self.clock = clock
@@ -94,11 +101,21 @@ class CallbackSender:
             lost=lost,
         )
 
-    def sign(self, webhook_id: str, at: datetime, body: bytes) -> dict[str, str]:
-        """The Standard Webhooks headers for `body`, sent at `at`."""
+    def signer(self, receiver: str) -> standardwebhooks.Webhook:
+        """The signer with `receiver`'s own secret (derived once, then kept)."""
+        found = self._signers.get(receiver)
+        if found is None:
+            found = standardwebhooks.Webhook(tokens.callback_secret(self.secret, receiver))
+            self._signers[receiver] = found
+        return found
+
+    def sign(
+        self, webhook_id: str, at: datetime, body: bytes, receiver: str = tokens.ANONYMOUS
+    ) -> dict[str, str]:
+        """The Standard Webhooks headers for `body`, sent at `at`, signed for `receiver`."""
         timestamp = int(at.timestamp())
         # The package reads the datetime's fields as UTC whatever its zone: give it UTC.
-        signature = self.signer.sign(
+        signature = self.signer(receiver).sign(
             webhook_id, datetime.fromtimestamp(timestamp, UTC), body.decode()
         )
         return {
@@ -112,7 +129,12 @@ class CallbackSender:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            **self.sign(delivery.webhook_id, self.clock.now(), body),
+            **self.sign(
+                delivery.webhook_id,
+                self.clock.now(),
+                body,
+                tokens.receiver_of(delivery.cancellation.callback_receiver),
+            ),
         }
         answer = await self.http.post(delivery.url, body, headers)
         now = self.clock.now()

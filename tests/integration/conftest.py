@@ -22,6 +22,7 @@ from orchestrator.simulator.hub import Simulator
 from orchestrator.web import keys
 from orchestrator.web.app import create_app
 from orchestrator.workers.sweeper import SweepReport
+from tests.tokens import SECRET_KEY
 
 AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -88,6 +89,7 @@ def make_settings(sim_server: SimulatorServer, dsn: str, **overrides: Any) -> Se
         "http_timeout_s": 2,
         "backoff_base_s": 1,
         "api_tokens": "",
+        "secret_key": SECRET_KEY,
     }
     values.update(overrides)
     return load_settings(**values)

@@ -1,8 +1,8 @@
 """Operators' actions over real HTTP: retry now (status check first) and abandon.
 
 Tokens here: `root` is bare (every scope), `ops` reads and acts, `caller` enqueues and
-reads but may not act. The history names whoever acted by a hash of the token, never the
-token itself.
+reads but may not act. The history names whoever acted by the token's name (given in
+ORCH_API_TOKENS, or derived with ORCH_SECRET_KEY), never the token or a hash of it.
 """
 
 from __future__ import annotations
@@ -16,15 +16,18 @@ import asyncpg
 import orjson
 import pytest
 
+from orchestrator.tokens import derived_name
 from tests.integration.conftest import Harness
+from tests.tokens import SECRET_KEY, token
 
-ROOT, OPS, CALLER = "root-secret-1", "ops-secret-2", "caller-secret-3"
+ROOT, OPS, CALLER = token("root"), token("ops"), token("caller")
 AS_ROOT = {"Authorization": f"Bearer {ROOT}"}
 AS_OPS = {"Authorization": f"Bearer {OPS}"}
 AS_CALLER = {"Authorization": f"Bearer {CALLER}"}
 
 
-TOKENS = {"api_tokens": f"{ROOT},{OPS}:read+admin,{CALLER}:enqueue+read"}
+# ops has no name=: its name is derived with ORCH_SECRET_KEY.
+TOKENS = {"api_tokens": f"{ROOT};name=root,{OPS}:read+admin,{CALLER}:enqueue+read;name=caller"}
 
 
 @pytest.fixture
@@ -32,8 +35,10 @@ def settings_overrides() -> dict[str, Any]:
     return TOKENS
 
 
-def name_of(token: str) -> str:
-    return "token:" + hashlib.sha256(token.encode()).hexdigest()[:12]
+def name_of(secret: str) -> str:
+    if secret == ROOT:
+        return "token:root"
+    return "token:" + derived_name(secret, SECRET_KEY)
 
 
 async def act(
@@ -179,7 +184,7 @@ async def test_abandon_ends_failed_with_the_operators_reason(harness: Harness) -
     assert harness.sim_stats()["cancel_calls"] == 0
 
 
-async def test_the_history_names_the_actor_by_a_hash_never_the_token(
+async def test_the_history_names_the_actor_never_the_token_nor_its_hash(
     harness: Harness, db: asyncpg.Connection
 ) -> None:
     created = await harness.enqueue("sr-who", headers=AS_ROOT)
@@ -188,11 +193,16 @@ async def test_the_history_names_the_actor_by_a_hash_never_the_token(
 
     acted = [e for e in await events(harness, created["id"]) if "by" in e["evidence"]]
     assert [(e["cause"], e["evidence"]["by"]) for e in acted] == [
-        ("retry_requested", name_of(ROOT)),
+        ("enqueued", "token:root"),
+        ("retry_requested", "token:root"),
         ("abandoned", name_of(OPS)),
     ]
     stored = await db.fetchval("SELECT string_agg(evidence::text, ' ') FROM cancellation_events")
     assert ROOT not in stored and OPS not in stored
+    for secret in (ROOT, OPS):  # no name is a prefix of the token's hash (issue 16)
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        assert digest[:8] not in stored
+    assert name_of(OPS).removeprefix("token:t-") not in hashlib.sha256(OPS.encode()).hexdigest()
 
 
 async def test_an_action_on_a_terminal_cancellation_is_a_409_that_says_why(

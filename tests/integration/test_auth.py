@@ -16,13 +16,15 @@ import pytest
 from orchestrator.providers.dropbox_sign import event_hash
 from tests.integration.conftest import Harness
 from tests.integration.processes import free_port
+from tests.tokens import token as tok
 
 BODY = {"provider": "dropbox_sign", "resource_id": "sr-1"}
 
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    return {"api_tokens": "t1,t2"}
+    # The old forms (`token`, `token:scope+scope`) still work: names come from ORCH_SECRET_KEY.
+    return {"api_tokens": f"{tok('t1')},{tok('t2')}"}
 
 
 async def assert_unauthorized(response: aiohttp.ClientResponse) -> None:
@@ -38,10 +40,11 @@ async def assert_unauthorized(response: aiohttp.ClientResponse) -> None:
 BAD_AUTHORIZATIONS: list[tuple[str, str | None]] = [
     ("no header", None),
     ("a wrong token", "Bearer wrong"),
-    ("a token that only starts like one", "Bearer t1x"),
+    ("a token that only starts like one", f"Bearer {tok('t1')}x"),
+    ("a prefix of a token", f"Bearer {tok('t1')[:-1]}"),
     ("an empty token", "Bearer "),
     ("the Basic scheme", "Basic dDE6"),
-    ("no scheme", "t1"),
+    ("no scheme", tok("t1")),
 ]
 
 
@@ -62,9 +65,9 @@ async def test_v1_refuses_requests_without_a_valid_token(
 
 
 async def test_either_token_is_accepted(harness: Harness, db: asyncpg.Connection) -> None:
-    for n, token in enumerate(["t1", "t2"], start=1):
-        auth = {"Authorization": f"Bearer {token}"}
-        body = {**BODY, "resource_id": f"sr-{token}"}
+    for n, label in enumerate(["t1", "t2"], start=1):
+        auth = {"Authorization": f"Bearer {tok(label)}"}
+        body = {**BODY, "resource_id": f"sr-{label}"}
         response = await harness.client.post("/v1/cancellations", json=body, headers=auth)
         assert response.status == 202, await response.text()
         created = await response.json()
@@ -98,7 +101,10 @@ async def test_health_and_webhooks_need_no_token(harness: Harness) -> None:
 
 # --- scopes (issue 12) ----------------------------------------------------------------------
 
-SCOPED = {"api_tokens": "abc:enqueue,def:read,ghi:enqueue+read+admin,bare"}
+SCOPED = {
+    "api_tokens": f"{tok('abc')}:enqueue,{tok('def')}:read,{tok('ghi')}:enqueue+read+admin,"
+    f"{tok('bare')}"
+}
 
 #: What each request needs, and the tokens that hold it.
 CALLS: list[tuple[str, str, str, set[str]]] = [
@@ -113,8 +119,8 @@ CALLS: list[tuple[str, str, str, set[str]]] = [
 ]
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+def bearer(label: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok(label)}"}
 
 
 @pytest.mark.parametrize("settings_overrides", [SCOPED])
@@ -161,7 +167,7 @@ async def test_the_admin_scope_retries_and_abandons(harness: Harness) -> None:
     )
     (abandoned,) = [e for e in (await history.json())["events"] if e["cause"] == "abandoned"]
     assert abandoned["evidence"]["by"].startswith("token:")
-    assert "ghi" not in orjson.dumps(abandoned).decode()
+    assert tok("ghi") not in orjson.dumps(abandoned).decode()
 
 
 @pytest.mark.parametrize("settings_overrides", [SCOPED])
@@ -191,7 +197,7 @@ async def test_webhooks_never_take_api_tokens(
 def test_an_unknown_scope_stops_start_up_naming_the_setting(tmp_path: Path) -> None:
     env = {
         **os.environ,
-        "ORCH_API_TOKENS": "abc:enqueue,def:read+delete",
+        "ORCH_API_TOKENS": f"{tok('abc')}:enqueue;name=abc,{tok('def')}:read+delete;name=def",
         "ORCH_DATA_DIR": str(tmp_path),
         "ORCH_PORT": str(free_port()),
     }
@@ -205,6 +211,7 @@ def test_an_unknown_scope_stops_start_up_naming_the_setting(tmp_path: Path) -> N
     )
     assert result.returncode == 2, result.stderr
     assert "ORCH_API_TOKENS" in result.stderr
-    assert "'read+delete'" in result.stderr
+    assert "'delete'" in result.stderr
+    assert tok("def") not in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "pgdata").exists()
