@@ -26,9 +26,10 @@ from orchestrator.store import migrations
 from orchestrator.store.embedded import EmbeddedPostgres
 from orchestrator.web.app import create_app
 from tests.integration.processes import free_port
+from tests.tokens import token
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "schemathesis-token"
+TOKEN = token("schemathesis")
 #: The whole run, phases included; the Makefile target stays under three minutes.
 MAX_TIME_S = 100
 
@@ -42,7 +43,7 @@ async def serve_and_check(dsn: str, st_args: list[str]) -> int:
         settings = load_settings(
             database_url=dsn,
             port=port,
-            api_tokens=TOKEN,
+            api_tokens=f"{TOKEN};name=schemathesis",
             dispatch_poll_s=0.2,
             backoff_base_s=0.2,
             backoff_max_s=2,

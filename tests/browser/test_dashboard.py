@@ -10,15 +10,16 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.integration.conftest import Harness
+from tests.tokens import entry, token
 
-TOKEN = "dashboard-admin-token"
+TOKEN = token("dashboard-admin")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: The pages refresh themselves every few seconds (ui.REFRESH_S); this is how long a test
 #: waits for a change to show before it fails, not a pause.
 SHOWS_WITHIN_MS = 30_000
 
 
-@pytest.mark.parametrize("settings_overrides", [{"api_tokens": TOKEN}])
+@pytest.mark.parametrize("settings_overrides", [{"api_tokens": entry("dashboard-admin")}])
 async def test_enqueue_retry_and_abandon_from_the_dashboard(
     harness: Harness, page: Page, artifacts: Path
 ) -> None:

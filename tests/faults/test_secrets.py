@@ -45,7 +45,8 @@ SECRETS = {
     "TRUTO_API_TOKEN": secret("trutotoken"),
     "TRUTO_WEBHOOK_SECRET": secret("trutowhsec"),
     "APTLY_TOKEN": secret("aptlytoken"),
-    "ORCH_API_TOKENS": secret("apitoken"),
+    "ORCH_API_TOKENS": secret("apitoken"),  # unnamed: named with ORCH_SECRET_KEY
+    "ORCH_SECRET_KEY": secret("secretkey"),
     # The keys of the `wrong` accounts, which the providers refuse with 401.
     "FAULTS_WRONG_DS_KEY": secret("wrongdskey"),
     "FAULTS_WRONG_TRUTO_TOKEN": secret("wrongtrutotoken"),

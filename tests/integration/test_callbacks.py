@@ -25,12 +25,15 @@ from multidict import CIMultiDict
 from orchestrator.clock import ManualClock
 from orchestrator.domain import callbacks
 from orchestrator.simulator.app import SimulatorServer
+from orchestrator.tokens import callback_secret
 from orchestrator.web import keys
 from orchestrator.web.app import create_app
 from orchestrator.workers.callbacks import CallbackReport, CallbackSender
 from tests.integration.conftest import AiohttpClient, Harness, make_settings
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+#: What the receiver verifies with: without tokens, the anonymous caller's derived secret.
+ANON = callback_secret(SECRET, "anonymous")
 
 
 def signature_valid(secret: str, headers: Any, body: bytes) -> bool:
@@ -82,7 +85,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     async def hook(request: web.Request) -> web.Response:
         body = await request.read()
         state.received.append(
-            Received(dict(request.headers), body, signature_valid(SECRET, request.headers, body))
+            Received(dict(request.headers), body, signature_valid(ANON, request.headers, body))
         )
         state.arrived.set()
         status = state.answers.pop(0) if state.answers else 200
@@ -184,7 +187,8 @@ async def test_a_signature_made_with_another_secret_does_not_verify(
     (got,) = receiver.received
     other = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     assert got.valid and not signature_valid(other, got.headers, got.body)
-    assert not signature_valid(SECRET, got.headers, got.body + b" ")
+    assert not signature_valid(ANON, got.headers, got.body + b" ")
+    assert not signature_valid(SECRET, got.headers, got.body)  # never the base secret
 
 
 async def test_every_way_to_end_records_a_delivery_and_only_with_a_url(
@@ -449,13 +453,13 @@ async def test_the_readmes_verification_example_accepts_a_real_callback(
     await deliver(harness)
     (got,) = receiver.received
     headers = CIMultiDict(got.headers)
-    assert verify(SECRET, headers, got.body)
-    assert not verify(SECRET, headers, got.body.replace(b"failed", b"confirmed"))
+    assert verify(ANON, headers, got.body)
+    assert not verify(ANON, headers, got.body.replace(b"failed", b"confirmed"))
     other = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     assert not verify(other, headers, got.body)
     stale = CIMultiDict(headers)
     stale["webhook-timestamp"] = str(int(headers["webhook-timestamp"]) - 301)
-    assert not verify(SECRET, stale, got.body)
+    assert not verify(ANON, stale, got.body)
 
 
 # --- several workers ------------------------------------------------------------------------

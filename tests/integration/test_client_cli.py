@@ -14,8 +14,15 @@ import orjson
 import pytest
 
 from tests.integration.conftest import Harness
+from tests.tokens import entry
+from tests.tokens import token as tok
 
-TOKENS = {"api_tokens": "writer:enqueue+read,reader:read,boss:enqueue+read+admin"}
+TOKENS = {
+    "api_tokens": ",".join(
+        [entry("writer", "enqueue+read"), entry("reader", "read"), entry("boss")]
+    )
+}
+BOSS = {"Authorization": f"Bearer {tok('boss')}"}
 BOUND_S = 60
 
 
@@ -29,12 +36,13 @@ class Run:
         return orjson.loads(self.out)
 
 
-def client_env(harness: Harness, token: str | None) -> dict[str, str]:
+def client_env(harness: Harness, label: str | None) -> dict[str, str]:
+    """The client's environment, with the token labelled `label` (`wrong`: no such token)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "DATABASE_URL"))}
     env.update(ORCH_URL=str(harness.client.make_url("")).rstrip("/"))
     env.update(ORCH_PORT="not a port", ORCH_API_TOKENS="x:nonsense", DATABASE_URL="nowhere")
-    if token is not None:
-        env["ORCH_TOKEN"] = token
+    if label is not None:
+        env["ORCH_TOKEN"] = "wrong" if label == "wrong" else tok(label)
     return env
 
 
@@ -103,9 +111,7 @@ async def test_enqueue_status_list_and_retry_as_json(harness: Harness) -> None:
     run = await cli(harness, "retry", created["id"], "--reason", "by hand", "--json")
     assert run.code == 0, run.err
     assert run.json()["status"] == "queued"
-    response = await harness.client.get(
-        f"/v1/cancellations/{created['id']}/events", headers={"Authorization": "Bearer boss"}
-    )
+    response = await harness.client.get(f"/v1/cancellations/{created['id']}/events", headers=BOSS)
     assert [e["cause"] for e in (await response.json())["events"]][-1] == "retry_requested"
 
 
@@ -114,7 +120,7 @@ async def test_tables_by_default(harness: Harness) -> None:
     run = await cli(harness, "enqueue", "--provider", "dropbox_sign", "sr-cli-table")
     assert run.code == 0, run.err
     assert "created" in run.out and "sr-cli-table" in run.out and "queued" in run.out
-    ident = await harness.client.get("/v1/cancellations", headers={"Authorization": "Bearer boss"})
+    ident = await harness.client.get("/v1/cancellations", headers=BOSS)
     listed = (await ident.json())["items"][0]["id"]
     run = await cli(harness, "list")
     assert run.code == 0, run.err
@@ -125,7 +131,7 @@ async def test_tables_by_default(harness: Harness) -> None:
 
 @pytest.mark.parametrize("settings_overrides", [TOKENS])
 async def test_status_follow_prints_each_change_until_the_end(harness: Harness) -> None:
-    created = await harness.enqueue("sr-cli-follow", headers={"Authorization": "Bearer boss"})
+    created = await harness.enqueue("sr-cli-follow", headers=BOSS)
     follow = await start(harness, "status", created["id"], "--follow", "--json", token="reader")
     # The first state is printed once the client has it; then it long-polls for the rest.
     assert follow.stdout is not None
@@ -142,7 +148,7 @@ async def test_status_follow_prints_each_change_until_the_end(harness: Harness) 
 
 @pytest.mark.parametrize("settings_overrides", [TOKENS])
 async def test_errors_print_the_problem_detail_and_exit_non_zero(harness: Harness) -> None:
-    created = await harness.enqueue("sr-cli-err", headers={"Authorization": "Bearer boss"})
+    created = await harness.enqueue("sr-cli-err", headers=BOSS)
     cases: list[tuple[tuple[str, ...], str | None, int, str]] = [
         (("retry", created["id"], "--reason", "x"), "writer", 1, "lacks the 'admin' scope"),
         (("list",), None, 1, "Authorization: Bearer"),

@@ -28,6 +28,7 @@ from orchestrator.web.app import create_app
 from tests.faults import common
 from tests.integration.conftest import AiohttpClient, Harness, make_settings
 from tests.integration.processes import ServiceProcess
+from tests.tokens import entry, token
 
 StartLogs = Callable[[logs.LogFormat], io.StringIO]
 PROBLEM = "application/problem+json"
@@ -215,7 +216,10 @@ def test_the_default_is_text_on_a_terminal_and_json_otherwise() -> None:
 async def test_every_line_serve_writes_is_json_when_not_on_a_terminal(
     sim_server: SimulatorServer, dsn: str, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    env = common.service_env(sim_server, dsn, ORCH_LOG_LEVEL="DEBUG", ORCH_API_TOKENS="t")
+    secret = token("logger")
+    env = common.service_env(
+        sim_server, dsn, ORCH_LOG_LEVEL="DEBUG", ORCH_API_TOKENS=entry("logger")
+    )
     env.pop("ORCH_LOG_FORMAT", None)
     log = tmp_path / "service.log"
     service = ServiceProcess(env, log)
@@ -223,7 +227,7 @@ async def test_every_line_serve_writes_is_json_when_not_on_a_terminal(
     try:
         service.start()
         await service.wait_ready()
-        auth = {"Authorization": "Bearer t"}
+        auth = {"Authorization": f"Bearer {secret}"}
         async with aiohttp.ClientSession(headers=auth) as http:
             body, headers = truto_event(sim_server)
             async with http.post(
@@ -236,6 +240,7 @@ async def test_every_line_serve_writes_is_json_when_not_on_a_terminal(
             async with http.post(
                 f"{service.url}/v1/cancellations",
                 json=common.cancel_body("dropbox_sign", "log-serve-1"),
+                headers={"X-Request-Id": "req-enqueue"},
             ) as response:
                 assert response.status == 202
                 ident = (await response.json())["id"]
@@ -251,6 +256,25 @@ async def test_every_line_serve_writes_is_json_when_not_on_a_terminal(
     about = [line for line in lines if line.get("cancellation_id") == ident]
     assert about
     assert all(line["resource_id"] == "log-serve-1" for line in about)
+    # One access line per request, JSON, naming the token, never its secret (issue 16).
+    access = [line for line in lines if line["logger"] == "orchestrator.access"]
+    (enqueue,) = [line for line in access if line.get("request_id") == "req-enqueue"]
+    assert {k: enqueue[k] for k in ("method", "route", "status", "token")} == {
+        "method": "POST",
+        "route": "/v1/cancellations",
+        "status": 202,
+        "token": "logger",
+    }
+    assert isinstance(enqueue["duration_ms"], float) and enqueue["duration_ms"] >= 0
+    (webhook,) = [line for line in access if line.get("request_id") == "req-serve"]
+    assert (webhook["route"], webhook["status"], webhook["token"]) == (
+        "/webhooks/{provider}",
+        200,
+        None,
+    )
+    text = log.read_text()
+    assert secret not in text and "Authorization" not in text and "Bearer" not in text
+    assert not [line for line in lines if line["logger"] == "aiohttp.access"]
     print(f"\nsample JSON lines from serve:\n{chr(10).join(log.read_text().splitlines()[:12])}")
 
 

@@ -25,8 +25,10 @@ from orchestrator.simulator.app import SimulatorServer
 from orchestrator.store import migrations
 from tests.conftest import _admin, with_database
 from tests.integration.processes import ServiceProcess, wait_for
+from tests.tokens import entry, token
 
-TOKEN = "wheel-test-token"
+TOKEN = token("wheel")
+TOKENS = entry("wheel")
 SOURCES = ["pyproject.toml", "README.md", "orchestrator", "migrations"]
 
 
@@ -111,7 +113,7 @@ async def test_the_wheel_migrates_and_confirms_a_cancel(
     latest, shipped = migrations.latest_version(), len(migrations.discover())
     assert migrated.strip() == f"applied {shipped} migration(s); schema is at {latest}"
 
-    env = clean_env(DATABASE_URL=empty_dsn, ORCH_API_TOKENS=TOKEN, **sim.env())
+    env = clean_env(DATABASE_URL=empty_dsn, ORCH_API_TOKENS=TOKENS, **sim.env())
     service = ServiceProcess(
         env, tmp_path / "service.log", command=[str(installed / "orchestrator"), "serve"]
     )

@@ -12,6 +12,7 @@ import pytest
 from pydantic import AliasChoices, SecretStr
 
 from orchestrator.config import ConfigError, DatabaseUrl, Settings, load_settings, mask_dsn
+from tests.tokens import entry
 
 VARIABLES = [
     str(info.validation_alias.choices[0])
@@ -92,7 +93,7 @@ READ_CASES = [
     ("ORCH_SHUTDOWN_TIMEOUT_S", "3", "shutdown_timeout_s", 3),
     ("ORCH_MAX_BODY_BYTES", "2048", "max_body_bytes", 2048),
     ("ORCH_DB_POOL_SIZE", "2", "db_pool_size", 2),
-    ("ORCH_API_TOKENS", "t1", "api_tokens", (SecretStr("t1"),)),
+    ("ORCH_API_TOKENS", entry("t1"), "api_tokens", (SecretStr(entry("t1")),)),
     ("DROPBOX_SIGN_API_KEY", "sk-1", "dropbox_sign_api_key", SecretStr("sk-1")),
 ]
 
@@ -116,8 +117,11 @@ def test_the_api_key_stays_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("value", "tokens"),
     [
-        ("a, b,,c", ("a", "b", "c")),
-        ("single", ("single",)),
+        (
+            f"{entry('a')}, {entry('b')},,{entry('c')}",
+            (entry("a"), entry("b"), entry("c")),
+        ),
+        (entry("single"), (entry("single"),)),
         ("", ()),
         (" , ,", ()),
     ],
@@ -263,7 +267,7 @@ def test_plain_http_in_the_accounts_file_is_refused_naming_it(
         ("::", "", False, True),
         ("10.1.2.3", "", False, True),
         ("orchestrator.internal", "", False, True),
-        ("0.0.0.0", "t1", False, False),
+        ("0.0.0.0", entry("t1"), False, False),
         ("0.0.0.0", "", True, False),
     ],
 )
