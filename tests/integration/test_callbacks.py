@@ -8,8 +8,11 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import os
 import re
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,7 @@ from orchestrator.web import keys
 from orchestrator.web.app import create_app
 from orchestrator.workers.callbacks import CallbackReport, CallbackSender
 from tests.integration.conftest import AiohttpClient, Harness, make_settings
+from tests.tokens import entry, token
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 #: What the receiver verifies with: without tokens, the anonymous caller's derived secret.
@@ -532,3 +536,70 @@ async def test_retention_keeps_a_cancellation_until_its_callback_is_done(
     assert (await harness.sweep()).deleted == 1
     assert (await harness.client.get(f"/v1/cancellations/{refused['id']}")).status == 404
     assert await db.fetchval("SELECT count(*) FROM callback_deliveries") == 0
+
+
+# --- one secret per receiver (issue 16, item 6) -----------------------------------------------
+
+RECEIVER_TOKENS = f"{entry('svc-a')},{entry('svc-b')}"
+
+
+def printed_secret(name: str) -> str:
+    """What `orchestrator callback-secret --token NAME` prints."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "DATABASE_URL"))}
+    env.update(
+        ORCH_CALLBACK_SECRET=SECRET,
+        ORCH_CALLBACK_HOSTS="hooks.example",
+        ORCH_API_TOKENS=RECEIVER_TOKENS,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "callback-secret", "--token", name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+async def test_a_callback_signed_for_one_receiver_fails_at_another(
+    aiohttp_client: AiohttpClient,
+    sim_server: SimulatorServer,
+    dsn: str,
+    receiver: Receiver,
+    repo_root: Path,
+) -> None:
+    """Receiver A's delivery does not verify with B's secret (a replay of it to B's endpoint
+    is refused), and the secret `orchestrator callback-secret --token svc-a` prints verifies
+    it, with the README's own example."""
+    settings = make_settings(
+        sim_server,
+        dsn,
+        callback_secret=SECRET,
+        callback_hosts=listing(receiver),
+        callback_retry_for_s=3600,
+        api_tokens=RECEIVER_TOKENS,
+    )
+    app = create_app(settings, dsn, clock=ManualClock(), run_workers=False)
+    client = await aiohttp_client(app)
+    as_a = {"Authorization": f"Bearer {token('svc-a')}"}
+    body = {"provider": "dropbox_sign", "resource_id": "sr-cb-a", "callback_url": receiver.url()}
+    response = await client.post("/v1/cancellations", json=body, headers=as_a)
+    assert response.status == 202, await response.text()
+    created = await response.json()
+    response = await client.post(
+        f"/v1/cancellations/{created['id']}/abandon", json={"reason": "x"}, headers=as_a
+    )
+    assert response.status == 200
+    assert await app[keys.CALLBACKS].run_once() == CallbackReport(delivered=1)
+    (got,) = receiver.received
+    headers = CIMultiDict(got.headers)
+
+    printed = {name: printed_secret(name) for name in ("svc-a", "svc-b")}
+    for value in printed.values():
+        assert value.startswith("whsec_") and value != SECRET
+    verify = readme_verify(repo_root)
+    assert verify(printed["svc-a"], headers, got.body)
+    assert not verify(printed["svc-b"], headers, got.body)
+    assert not verify(SECRET, headers, got.body)
+    assert not verify(ANON, headers, got.body)
