@@ -57,6 +57,8 @@ def test_compose_requires_an_api_token(repo_root: Path) -> None:
     env = compose(repo_root)["services"]["orchestrator"]["environment"]
     assert env["ORCH_HOST"] == "0.0.0.0"
     assert re.fullmatch(r"\$\{ORCH_API_TOKENS:\?.+\}", env["ORCH_API_TOKENS"])
+    # ...and a key that names it (issue 16: a token's name is never a hash of the token).
+    assert re.fullmatch(r"\$\{ORCH_SECRET_KEY:\?.+\}", env["ORCH_SECRET_KEY"])
 
 
 def test_the_readme_sets_the_token_compose_requires_and_sends_it(repo_root: Path) -> None:
