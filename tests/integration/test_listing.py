@@ -121,7 +121,7 @@ async def test_events_come_in_the_order_they_happened(harness: Harness) -> None:
     assert times == sorted(times)
     for before, after in itertools.pairwise(events):
         assert after["from_status"] == before["to_status"]
-    assert events[0]["evidence"] == {"reason": "duplicate request"}
+    assert events[0]["evidence"] == {"reason": "duplicate request", "by": "anonymous"}
     assert events[-1]["to_status"] == (await harness.get(created["id"]))["status"]
 
 
