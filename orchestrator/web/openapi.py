@@ -117,7 +117,17 @@ _ID = {
     "schema": {"type": "string", "format": "uuid"},
 }
 _AUTH = {"401": _problem("Missing or wrong bearer token (when ORCH_API_TOKENS is set)")}
-_FORBIDDEN = {"403": _problem("The token lacks the scope this operation needs")}
+_FORBIDDEN = {
+    "403": _problem(
+        "The token lacks the scope this operation needs, or is limited to other accounts"
+        " (`account` names the one refused)"
+    )
+}
+_RATED = {
+    "429": _problem(
+        "Beyond this token's enqueue rate (`rate=` in ORCH_API_TOKENS); Retry-After says when"
+    )
+}
 _UNAVAILABLE = {
     "503": {
         **_problem(
@@ -409,6 +419,7 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
                         "422": _problem("A field is invalid; `errors` lists them"),
                         **_AUTH,
                         **_FORBIDDEN,
+                        **_RATED,
                         **_UNAVAILABLE,
                     },
                 },
@@ -448,6 +459,7 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
                         "422": _problem('The body is not `{"items": [1 to 1,000 items]}`'),
                         **_AUTH,
                         **_FORBIDDEN,
+                        **_RATED,
                         **_UNAVAILABLE,
                     },
                 }
