@@ -59,11 +59,12 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         route = route_of(request)
         log.info(
-            "%s %s %d %.2fms",
+            "%s %s %d %.2fms by %s",
             request.method,
             route,
             status,
             duration_ms,
+            request.get(WHO) or "-",
             extra={
                 "method": request.method,
                 "route": route,
