@@ -173,8 +173,8 @@ def cmd_revoke_sessions(settings: Settings, name: str | None) -> int:
         finally:
             await pool.close()
 
-    with database(settings) as dsn:
-        ended = asyncio.run(revoke(dsn))
+    with database(settings) as dsns:
+        ended = asyncio.run(revoke(dsns.direct))
     print(f"ended {ended} session(s)" + (f" of token {name!r}" if name else ""))
     return 0
 
