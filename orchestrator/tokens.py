@@ -166,7 +166,7 @@ def callback_secret(base: str, receiver: str) -> str:
 
 def receiver_of(enqueued_by: str | None) -> str:
     """The receiver name a cancellation's callbacks are signed for, from its enqueued_by
-    (`token:<name>` or `anonymous`; rows from before 0009 have none: anonymous)."""
+    (`token:<name>` or `anonymous`; rows from before 0008 have none: anonymous)."""
     if enqueued_by is None:
         return ANONYMOUS
     return enqueued_by.removeprefix("token:")

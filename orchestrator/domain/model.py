@@ -88,7 +88,7 @@ class Cancellation:
     first_sent_at: datetime | None
     #: Where to POST the cancellation once it ends (0006_completion_callbacks.sql).
     callback_url: str | None
-    #: Who the callbacks are signed for: the enqueuing token's name (0009_who_acted.sql).
+    #: Who the callbacks are signed for: the enqueuing token's name (0008_who_acted.sql).
     callback_receiver: str | None = None
 
     @classmethod

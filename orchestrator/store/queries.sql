@@ -369,7 +369,7 @@ DELETE FROM cancellation_watches w USING stale
 WHERE w.cancellation_id = stale.cancellation_id AND w.watcher = stale.watcher;
 
 -- name: open_ui_session
--- A dashboard login (0009): $1 the SHA-256 of the cookie's random id, for token $2, from
+-- A dashboard login (0008): $1 the SHA-256 of the cookie's random id, for token $2, from
 -- $3 until $4; sessions already expired are deleted on the way.
 WITH expired AS (
     DELETE FROM ui_sessions WHERE expires_at <= $3

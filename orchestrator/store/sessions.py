@@ -1,4 +1,4 @@
-"""The dashboard's login sessions (0009_who_acted.sql): random ids kept server-side as
+"""The dashboard's login sessions (0008_who_acted.sql): random ids kept server-side as
 their SHA-256, so logout and revocation take effect at once on every instance."""
 
 from __future__ import annotations
