@@ -34,6 +34,46 @@ CREATE TABLE public.cancellations (
     CONSTRAINT cancellations_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'awaiting_confirmation'::text, 'confirmed'::text, 'failed'::text])))
 );
 
+CREATE FUNCTION public.apply_attempt_decision(p_id uuid, p_version bigint, p_from text, p_now timestamp with time zone, p_decision jsonb, p_submitted boolean) RETURNS SETOF public.cancellations
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    applied cancellations;
+    arrived jsonb;
+BEGIN
+    SELECT * INTO applied
+    FROM apply_decision(p_id, p_version, p_from, p_now, p_decision, p_submitted);
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF p_from = 'sending' THEN
+        WITH used AS (
+            UPDATE webhook_inbox SET processed_at = p_now
+            WHERE cancellation_id = p_id AND processed_at IS NULL
+            RETURNING id, event_type, event_time
+        )
+        SELECT jsonb_agg(jsonb_build_object('inbox_event_id', id, 'event_type', event_type,
+                                            'event_time', event_time) ORDER BY id)
+        INTO arrived FROM used;
+        IF arrived IS NOT NULL AND applied.status = 'awaiting_confirmation' THEN
+            SELECT * INTO applied
+            FROM apply_decision(
+                p_id, applied.version, applied.status, p_now,
+                jsonb_build_object(
+                    'status', 'queued', 'cause', 'webhook_needs_check', 'needs_check', true,
+                    'next_attempt_at', p_now,
+                    'evidence', jsonb_build_object(
+                        'inbox_event_id', arrived -> 0 -> 'inbox_event_id',
+                        'event_type', arrived -> 0 -> 'event_type',
+                        'event_time', arrived -> 0 -> 'event_time',
+                        'arrived_during_attempt', arrived)),
+                false);
+        END IF;
+    END IF;
+    RETURN NEXT applied;
+END;
+$$;
+
 CREATE FUNCTION public.apply_decision(p_id uuid, p_version bigint, p_from text, p_now timestamp with time zone, p_decision jsonb, p_submitted boolean) RETURNS SETOF public.cancellations
     LANGUAGE sql
     AS $$
@@ -297,6 +337,8 @@ CREATE FUNCTION public.record_webhook_event(p_provider text, p_account text, p_d
 DECLARE
     event_id bigint;
     target cancellations;
+    settles boolean;
+    pending boolean;
 BEGIN
     IF p_resource_id IS NOT NULL THEN
         PERFORM lock_request(p_provider, p_account, p_resource_id);
@@ -307,13 +349,17 @@ BEGIN
             FOR UPDATE;
         END IF;
     END IF;
+    settles := target.id IS NOT NULL AND p_settle AND p_event_time IS NOT NULL
+               AND target.first_sent_at IS NOT NULL
+               AND p_event_time >= target.first_sent_at - p_skew;
+    pending := target.id IS NOT NULL AND NOT settles AND target.status = 'sending';
     INSERT INTO webhook_inbox (
         provider, account, dedupe_key, resource_id, event_type, event_time, effect, payload,
         received_at, processed_at, cancellation_id
     )
     VALUES (p_provider, p_account, p_dedupe_key, p_resource_id, p_event_type, p_event_time,
             p_effect, p_payload, p_now,
-            CASE WHEN target.id IS NOT NULL THEN p_now END, target.id)
+            CASE WHEN target.id IS NOT NULL AND NOT pending THEN p_now END, target.id)
     ON CONFLICT (provider, dedupe_key) DO NOTHING
     RETURNING id INTO event_id;
     IF event_id IS NULL THEN
@@ -322,8 +368,7 @@ BEGIN
     IF target.id IS NULL THEN
         RETURN 'stored';
     END IF;
-    IF p_settle AND p_event_time IS NOT NULL AND target.first_sent_at IS NOT NULL
-       AND p_event_time >= target.first_sent_at - p_skew THEN
+    IF settles THEN
         PERFORM * FROM apply_decision(
             target.id, target.version, target.status, p_now,
             p_decision || jsonb_build_object(
@@ -332,8 +377,9 @@ BEGIN
             false);
         RETURN 'applied';
     END IF;
-    IF target.status = 'sending' THEN
-        RETURN 'stored';  -- the attempt in flight decides; the event stays as evidence
+    IF pending OR (target.status = 'queued' AND target.needs_check
+                   AND target.next_attempt_at <= p_now) THEN
+        RETURN 'coalesced';
     END IF;
     PERFORM * FROM apply_decision(
         target.id, target.version, target.status, p_now,

@@ -143,8 +143,10 @@ class Settings(BaseSettings):
     webhook_clock_skew_s: NonNegativeFloat = Field(
         300, validation_alias=_env("ORCH_WEBHOOK_CLOCK_SKEW_S")
     )
+    # Issue 16 (webhooks): a callback only prompts a status check unless `webhook` says the
+    # account needs the call budget more than protection from a captured callback.
     dropbox_sign_confirm_by: Literal["webhook", "status"] = Field(
-        "webhook", validation_alias=_env("DROPBOX_SIGN_CONFIRM_BY")
+        "status", validation_alias=_env("DROPBOX_SIGN_CONFIRM_BY")
     )
     retention_s: NonNegativeFloat = Field(7_776_000, validation_alias=_env("ORCH_RETENTION_S"))
     lease_s: PositiveFloat = Field(90, validation_alias=_env("ORCH_LEASE_S"))

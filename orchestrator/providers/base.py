@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 
 # How much of a provider's answer we keep as evidence: enough to explain, never a whole document.
 _EVIDENCE_BODY_LIMIT = 4096
+#: A verified event is stored as the few fields the service uses (each adapter's `_kept`),
+#: never its body: each string at most this long, the whole at most KEPT_EVENT_BYTES of JSON.
+KEPT_STRING = 256
+KEPT_EVENT_BYTES = 2048
+#: JSON nested deeper than this is refused, in a request or a verified callback: no event
+#: needs it, and PostgreSQL's encoder stops at 254 levels.
+MAX_JSON_DEPTH = 64
 _RATE_HEADERS = (
     "retry-after",
     "x-ratelimit-limit",
@@ -239,6 +246,42 @@ def _redirected(
         evidence={"call": f"{method} {path}", "http_status": status, "location": location},
         details={"http_status": status, "location": location},
     )
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether parsed JSON nests deeper than `limit` (iterative: no recursion limit)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def reject_too_deep(payload: Any) -> None:
+    """A signed body may still be absurd: refuse it as malformed (a 400, never a 500)."""
+    if too_deep(payload):
+        raise errors.WebhookRejected(
+            errors.RejectReason.MALFORMED, "the event JSON is nested too deeply"
+        )
+
+
+def kept(fields: Mapping[str, str | float | bool | None]) -> dict[str, Any]:
+    """What the inbox keeps of a verified event: the adapter's chosen scalar fields, each
+    string cut to KEPT_STRING characters, so a padded body (up to ORCH_MAX_BODY_BYTES of
+    fields nobody reads) costs the database a few hundred bytes, not a megabyte, per event
+    for the retention period (issue 16)."""
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if isinstance(value, str) and len(value) > KEPT_STRING:
+            value = value[:KEPT_STRING]
+        out[name] = value
+    assert len(orjson.dumps(out)) <= KEPT_EVENT_BYTES, "an adapter keeps too many fields"
+    return out
 
 
 def parse_params(model: type[BaseModel], params: dict[str, Any], provider: str) -> BaseModel:

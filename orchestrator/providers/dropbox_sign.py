@@ -181,17 +181,25 @@ class DropboxSign(base.Provider):
         assert isinstance(event_time, str) and isinstance(event_type, str)
         assert isinstance(given_hash, str)
         account = _verify(event, event_time, event_type, given_hash, accounts)
+        base.reject_too_deep(payload)
+        # The hash was verified in lower case: every case variant of it is this one event.
+        verified_hash = given_hash.lower()
 
         request = payload.get("signature_request")
         resource_id = None
         if isinstance(request, dict) and isinstance(request.get("signature_request_id"), str):
             resource_id = request["signature_request_id"]
+            if len(resource_id) > base.KEPT_STRING:
+                raise errors.WebhookRejected(
+                    errors.RejectReason.MALFORMED,
+                    f"signature_request_id is longer than {base.KEPT_STRING} characters",
+                )
         try:
             when: float | None = float(event_time)
         except ValueError:
             when = None
         dedupe = hashlib.sha256(
-            "|".join((resource_id or "", event_type, event_time, given_hash)).encode()
+            "|".join((resource_id or "", event_type, event_time, verified_hash)).encode()
         ).hexdigest()
         effect = _EFFECTS.get(event_type) if resource_id else None
         if effect is not None:
@@ -209,9 +217,32 @@ class DropboxSign(base.Provider):
             event_type=event_type,
             event_time=when,
             dedupe_key=dedupe,
-            payload=payload,
+            payload=_kept(event, event_time, event_type, verified_hash, resource_id),
             effect=effect,
         )
+
+
+def _kept(
+    event: Mapping[str, Any],
+    event_time: str,
+    event_type: str,
+    verified_hash: str,
+    resource_id: str | None,
+) -> dict[str, Any]:
+    """What the inbox keeps of a callback: the fields verification and the lifecycle read.
+    The rest of the body (titles, signers, files, whatever an attacker pads it with) is
+    neither read nor stored."""
+    metadata = event.get("event_metadata")
+    reported = metadata.get("reported_for_account_id") if isinstance(metadata, dict) else None
+    return base.kept(
+        {
+            "event_time": event_time,
+            "event_type": event_type,
+            "event_hash": verified_hash,
+            "reported_for_account_id": reported if isinstance(reported, str) else None,
+            "signature_request_id": resource_id,
+        }
+    )
 
 
 def _verify(

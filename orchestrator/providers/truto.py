@@ -187,6 +187,7 @@ class Truto(base.Provider):
             ) from None
         if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
             raise errors.WebhookRejected(errors.RejectReason.MALFORMED, "the webhook needs an 'id'")
+        base.reject_too_deep(payload)
         created = _timestamp(payload.get("created_at"))
         if created is None:
             raise errors.WebhookRejected(
@@ -208,14 +209,25 @@ class Truto(base.Provider):
             record = event_payload.get("record") or event_payload
             if isinstance(record, dict) and isinstance(record.get("id"), str):
                 resource_id = record["id"]
+        event_type = str(payload.get("event") or "unknown")[: base.KEPT_STRING]
+        if resource_id is not None:
+            resource_id = resource_id[: base.KEPT_STRING]
         return WebhookEvent(
             provider=self.name,
             account=account.name,
             resource_id=resource_id,
-            event_type=str(payload.get("event") or "unknown"),
+            event_type=event_type,
             event_time=created,
             dedupe_key=payload["id"],
-            payload=payload,
+            # Kept: the fields read here, never the body (the record and its environment).
+            payload=base.kept(
+                {
+                    "id": payload["id"],
+                    "event": event_type,
+                    "created_at": created,
+                    "record_id": resource_id,
+                }
+            ),
             effect=None,  # the cancel's own answer confirms; events are kept for the record
         )
 

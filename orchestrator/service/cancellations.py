@@ -31,7 +31,6 @@ from orchestrator.service.inputs import (
     ListQuery,
     decode_cursor,
     encode_cursor,
-    too_deep,
     valid_idempotency_key,
 )
 from orchestrator.service.overview import Overdue, Overview
@@ -342,10 +341,6 @@ class Service:
                 self.webhooks.replay_window_s,
                 self.webhooks.clock_skew_s,
             )
-            if too_deep(event.payload):
-                raise errors.WebhookRejected(
-                    errors.RejectReason.MALFORMED, "the event JSON is nested too deeply"
-                )
         except errors.WebhookRejected as exc:
             self.metrics.webhooks.labels(provider.name, "rejected").inc()
             self.metrics.webhook_rejections.labels(provider.name, exc.reason.value).inc()

@@ -86,20 +86,6 @@ def check_callback_url(url: str) -> str:
     return url
 
 
-def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether parsed JSON nests deeper than `limit` (iterative: no recursion limit)."""
-    stack = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return False
-
-
 class EnqueueRequest(BaseModel):
     """A cancel to record and send: the body of POST /v1/cancellations."""
 

@@ -41,6 +41,8 @@ class WebhookOutcome(enum.StrEnum):
     APPLIED = "applied"
     STORED = "stored"
     CHECK = "check"
+    #: As CHECK, but a check was already due or an attempt in flight: nothing more asked.
+    COALESCED = "coalesced"
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +355,8 @@ class Store:
 
         The event settles that cancellation only if `settle` and it is no older than the
         cancellation's first cancel call minus `skew_s`; otherwise it makes the next attempt
-        a status check (0005_outcomes_that_hold.sql, record_webhook_event).
+        a status check, at most one due or in flight per cancellation
+        (0008_callbacks_only_prompt_checks.sql, record_webhook_event).
         """
         effect = decision = None
         if event.effect is not None:

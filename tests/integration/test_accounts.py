@@ -52,7 +52,8 @@ async def test_callback_is_verified_against_the_account_that_declares_its_id(
     harness: Harness,
 ) -> None:
     """Both `default` and `emea` hold the simulator's key; the event names emea's account id,
-    so it settles emea's cancellation, not one of the same request under `default`."""
+    so it acts on emea's cancellation (prompts its status check: the default), not on one of
+    the same request under `default`."""
     emea = await harness.enqueue("sr-shared", account="emea")
     default = await harness.enqueue("sr-shared")
     assert emea["id"] != default["id"]
@@ -60,7 +61,8 @@ async def test_callback_is_verified_against_the_account_that_declares_its_id(
     await harness.dispatch()
     harness.sim.emit("dropbox_sign", "sr-shared", "signature_request_canceled")
     await harness.provider_idle()
-    assert (await harness.get(emea["id"]))["status"] == "confirmed"
+    assert (await harness.get(emea["id"]))["status"] == "queued"
+    assert (await harness.events(emea["id"]))[-1]["cause"] == "webhook_needs_check"
     assert (await harness.get(default["id"]))["status"] == "awaiting_confirmation"
 
 

@@ -108,8 +108,9 @@ async def test_retry_sends_now_after_a_status_check(harness: Harness) -> None:
     assert datetime.fromisoformat(row["next_attempt_at"]) == harness.clock.now()
 
     assert await harness.dispatch() == 1  # the clock has not moved: it is due now
-    assert call_kinds(harness)[calls_before:] == ["status", "cancel"]
-    assert harness.sim_stats()["status_calls"] == status_before + 1
+    # ... and the cancel's callback prompts the check that confirms it (the default).
+    assert call_kinds(harness)[calls_before:] == ["status", "cancel", "status"]
+    assert harness.sim_stats()["status_calls"] == status_before + 2
     row = await get(harness, created["id"])
     assert row["status"] == "confirmed"
 
@@ -134,7 +135,7 @@ async def test_retry_keeps_to_a_pause_the_provider_asked_for(harness: Harness) -
 
     harness.advance(601)
     assert await harness.dispatch() == 1
-    assert call_kinds(harness) == ["cancel", "status", "cancel"]
+    assert call_kinds(harness) == ["cancel", "status", "cancel", "status"]
     assert (await get(harness, created["id"]))["status"] == "confirmed"
 
 

@@ -171,7 +171,7 @@ async def test_a_confirmed_cancellation_is_posted_once_signed(
 
     history = await harness.events(created["id"])
     assert [e["id"] for e in history] == sorted(e["id"] for e in history)
-    assert [e["cause"] for e in history][-2:] == ["webhook", "callback_delivered"]
+    assert [e["cause"] for e in history][-2:] == ["status_check", "callback_delivered"]
     last = history[-1]
     assert (last["from_status"], last["to_status"]) == ("confirmed", "confirmed")
     assert last["evidence"] == {

@@ -45,6 +45,8 @@ async def test_expired_lease_is_requeued_and_the_stale_worker_is_fenced_off(
     rescuer = second_dispatcher(harness, "rescuer")
     assert await rescuer.run_once() == 1
     await harness.provider_idle()
+    assert await rescuer.run_once() == 1  # the check the cancel's callback prompted
+    await harness.provider_idle()
     confirmed = await harness.get(created["id"])
     assert confirmed["status"] == "confirmed"
 

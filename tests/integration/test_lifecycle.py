@@ -11,33 +11,43 @@ from orchestrator.web import keys
 from tests.integration.conftest import Harness
 
 
-async def test_enqueue_send_and_confirm_by_callback(harness: Harness) -> None:
+async def test_enqueue_send_and_confirm_by_the_check_a_callback_prompts(
+    harness: Harness,
+) -> None:
+    """The default (DROPBOX_SIGN_CONFIRM_BY=status): the genuine callback is the trigger,
+    named in the history, and the provider's answer to the status check it prompted ends
+    the cancellation."""
     created = await harness.enqueue("sr-happy", reason="deal fell through")
     assert created["status"] == "queued"
     assert created["attempts"] == 0
 
-    assert await harness.dispatch() == 1
+    assert await harness.dispatch_once() == 1
+    assert (await harness.get(created["id"]))["status"] == "queued"  # a check is due now
+    assert await harness.dispatch_once() == 1
     row = await harness.get(created["id"])
     assert row["status"] == "confirmed"
     assert row["outcome"] == "canceled"
-    assert row["confirmed_via"] == "webhook"
-    assert row["attempts"] == 1
+    assert row["confirmed_via"] == "reconciliation"
+    assert row["attempts"] == 2
     assert row["submitted_at"] is not None
     confirm_by = datetime.fromisoformat(row["confirm_by"])
     submitted = datetime.fromisoformat(row["submitted_at"])
     assert confirm_by - submitted == timedelta(hours=1)
 
-    causes = [
-        (e["from_status"], e["to_status"], e["cause"]) for e in await harness.events(created["id"])
-    ]
+    history = await harness.events(created["id"])
+    causes = [(e["from_status"], e["to_status"], e["cause"]) for e in history]
     assert causes == [
         (None, "queued", "enqueued"),
         ("queued", "sending", "claimed"),
         ("sending", "awaiting_confirmation", "provider_queued_cancel"),
-        ("awaiting_confirmation", "confirmed", "webhook"),
+        ("awaiting_confirmation", "queued", "webhook_needs_check"),
+        ("queued", "sending", "claimed"),
+        ("sending", "confirmed", "status_check"),
     ]
+    assert history[3]["evidence"]["event_type"] == "signature_request_canceled"
+    assert history[3]["evidence"]["settles"] is False
     stats = harness.sim_stats()
-    assert stats["cancel_calls"] == 1
+    assert (stats["cancel_calls"], stats["status_calls"]) == (1, 1)
     assert harness.sim.get_request("dropbox_sign", "sr-happy")["state"] == "canceled"
 
 
@@ -122,9 +132,15 @@ async def test_lost_cancel_is_sent_again_after_a_status_check(harness: Harness) 
     await harness.sweep()
     await harness.dispatch()
     row = await harness.get(created["id"])
-    assert (row["status"], row["confirmed_via"], row["attempts"]) == ("confirmed", "webhook", 2)
+    # The sweep's check finds it open and cancels again; that cancel's callback prompts the
+    # check that confirms it.
+    assert (row["status"], row["confirmed_via"], row["attempts"]) == (
+        "confirmed",
+        "reconciliation",
+        3,
+    )
     stats = harness.sim_stats()
-    assert (stats["cancel_calls"], stats["status_calls"]) == (2, 1)
+    assert (stats["cancel_calls"], stats["status_calls"]) == (2, 2)
 
 
 async def test_overdue_row_is_reconciled_once_per_round(harness: Harness) -> None:
@@ -156,7 +172,7 @@ async def test_server_errors_are_retried_then_rescheduled_with_backoff(harness: 
     harness.advance((next_at - harness.clock.now()).total_seconds() + 0.01)
     assert await harness.dispatch() == 1
     row = await harness.get(created["id"])
-    assert (row["status"], row["attempts"]) == ("confirmed", 2)
+    assert (row["status"], row["attempts"]) == ("confirmed", 3)  # the last: the check
 
 
 @pytest.mark.parametrize("settings_overrides", [{"retry_for_s": 7200, "backoff_max_s": 900}])
@@ -214,8 +230,10 @@ async def test_rate_limit_answer_is_honoured(harness: Harness) -> None:
     assert await harness.dispatch() == 2
 
 
+@pytest.mark.parametrize("settings_overrides", [{"dropbox_sign_confirm_by": "webhook"}])
 async def test_callback_racing_the_cancel_answer_wins(harness: Harness) -> None:
-    """The callback lands while the cancel call is in flight; the late answer changes nothing."""
+    """DROPBOX_SIGN_CONFIRM_BY=webhook: the callback lands while the cancel call is in
+    flight; the late answer changes nothing."""
     created = await harness.enqueue("sr-race")
     dispatcher = harness.app[keys.DISPATCHER]
     (row,) = await dispatcher.claim(10)
@@ -232,7 +250,10 @@ async def test_callback_racing_the_cancel_answer_wins(harness: Harness) -> None:
     assert len(confirmations) == 1
 
 
+@pytest.mark.parametrize("settings_overrides", [{"dropbox_sign_confirm_by": "webhook"}])
 async def test_all_signed_callback_fails_the_open_cancellation(harness: Harness) -> None:
+    """DROPBOX_SIGN_CONFIRM_BY=webhook: the callback alone ends it (the default asks first:
+    test_trust.py::test_a_replayed_all_signed_never_fails_an_open_request)."""
     harness.sim.configure({"dropbox_sign": {"lose_cancel_rate": 1.0}})
     created = await harness.enqueue("sr-allsigned")
     await harness.dispatch()
@@ -309,9 +330,13 @@ async def test_location_header_points_at_the_cancellation(harness: Harness) -> N
     assert (await follow.json())["resource_id"] == "sr-loc"
 
 
-@pytest.mark.parametrize("settings_overrides", [{"dropbox_sign_rate_limit_per_min": 30}])
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"dropbox_sign_rate_limit_per_min": 30, "dropbox_sign_confirm_by": "webhook"}],
+)
 async def test_outgoing_calls_are_paced_per_account(harness: Harness) -> None:
-    """30 a minute: a burst of a tenth of that, then the rest spread over the minute."""
+    """30 a minute: a burst of a tenth of that, then the rest spread over the minute. (The
+    callbacks confirm here, so every claim is a cancel and the figures are the burst's.)"""
     for n in range(40):
         await harness.enqueue(f"sr-paced-{n}")
     assert await harness.dispatch() == 3
@@ -340,7 +365,8 @@ async def test_metrics_count_what_happened(harness: Harness) -> None:
         'orchestrator_enqueued_total{created="false",provider="dropbox_sign"} 1.0',
         'orchestrator_transitions_total{cause="provider_queued_cancel",'
         'status="awaiting_confirmation"} 1.0',
-        'orchestrator_webhooks_total{outcome="applied",provider="dropbox_sign"} 1.0',
+        'orchestrator_webhooks_total{outcome="check",provider="dropbox_sign"} 1.0',
+        'orchestrator_transitions_total{cause="status_check",status="confirmed"} 1.0',
         'orchestrator_webhooks_total{outcome="rejected",provider="dropbox_sign"} 1.0',
         'orchestrator_provider_call_seconds_count{operation="cancel",provider="dropbox_sign",'
         'result="Queued"} 1.0',

@@ -114,7 +114,9 @@ async def test_events_come_in_the_order_they_happened(harness: Harness) -> None:
         (None, "queued", "enqueued"),
         ("queued", "sending", "claimed"),
         ("sending", "awaiting_confirmation", "provider_queued_cancel"),
-        ("awaiting_confirmation", "confirmed", "webhook"),
+        ("awaiting_confirmation", "queued", "webhook_needs_check"),
+        ("queued", "sending", "claimed"),
+        ("sending", "confirmed", "status_check"),
     ]
     assert [e["id"] for e in events] == sorted(e["id"] for e in events)
     times = [datetime.fromisoformat(e["at"]) for e in events]

@@ -91,11 +91,11 @@ async def test_time_to_terminal_is_observed_where_each_end_is_recorded(harness: 
     assert value(samples, f"{histogram}_bucket", **canceled, le="30.0") == 0
     assert value(samples, f"{histogram}_bucket", **canceled, le="60.0") == 1
 
-    # A webhook records the end: the callback confirms the cancel the dispatcher sent.
+    # The dispatcher again: the status check that the cancel's callback prompted.
     hooked = await harness.enqueue("sr-hooked")
     harness.advance(2)
     await harness.dispatch()
-    assert (await harness.get(hooked["id"]))["confirmed_via"] == "webhook"
+    assert (await harness.get(hooked["id"]))["confirmed_via"] == "reconciliation"
     samples = await scrape(harness)
     assert value(samples, f"{histogram}_count", **canceled) == 2
     assert value(samples, f"{histogram}_sum", **canceled) == 42

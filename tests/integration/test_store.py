@@ -174,21 +174,21 @@ async def test_an_event_older_than_the_first_cancel_call_only_asks_for_a_check(
     row, _ = await store.enqueue(new("sr-target"), now)
     await store.claim_due(now, 10, "w", 90, {"dropbox_sign:default": None})
     old = canceled("sr-target", "replayed", now - timedelta(seconds=301))
-    assert await record(store, old, now) is WebhookOutcome.STORED  # being sent: left alone
+    # Being sent: left pending; the attempt's own write makes the check due (0008).
+    assert await record(store, old, now) is WebhookOutcome.COALESCED
     sent = await store.get(row.id)
     assert sent is not None and sent.status is Status.SENDING
-    awaiting = await store.apply(
+    checked = await store.apply(
         sent,
         lifecycle.after_cancel(Queued(), lifecycle.Attempt(1, now), now, Policy()),
         now,
         submitted=True,
     )
-    assert awaiting is not None
-    old_again = canceled("sr-target", "replayed-again", now - timedelta(seconds=301))
-    assert await record(store, old_again, now) is WebhookOutcome.CHECK
-    checked = await store.get(row.id)
     assert checked is not None
     assert (checked.status, checked.needs_check) == (Status.QUEUED, True)
+    assert checked.next_attempt_at == now
+    old_again = canceled("sr-target", "replayed-again", now - timedelta(seconds=301))
+    assert await record(store, old_again, now) is WebhookOutcome.COALESCED  # already due
     fresh = canceled("sr-target", "fresh", now - timedelta(seconds=299))
     await store.claim_due(now, 10, "w", 90, {"dropbox_sign:default": None})
     assert await record(store, fresh, now) is WebhookOutcome.APPLIED

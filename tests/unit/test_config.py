@@ -52,7 +52,7 @@ def test_defaults() -> None:
     assert settings.retention_s == 7_776_000
     assert settings.max_provider_wait_s == 3600
     assert settings.webhook_clock_skew_s == 300
-    assert settings.dropbox_sign_confirm_by == "webhook"
+    assert settings.dropbox_sign_confirm_by == "status"
     assert settings.dropbox_sign_rate_limit_per_min == 100
     assert settings.api_tokens == ()
     assert settings.database_url is None

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from orchestrator.domain.model import Outcome, Settled, WebhookEvent
 from orchestrator.errors import WebhookRejected
-from orchestrator.providers.base import Account
+from orchestrator.providers.base import KEPT_EVENT_BYTES, Account
 from orchestrator.providers.dropbox_sign import DropboxSign, event_hash
 from orchestrator.web import problems
 
@@ -51,6 +51,49 @@ def callback(
             "title": "Café contract ✓",
         }
     return payload
+
+
+def kept(payload: dict[str, Any]) -> dict[str, Any]:
+    """What the inbox keeps of a callback (issue 16): five fields, the hash in lower case."""
+    event = payload["event"]
+    return {
+        "event_time": event["event_time"],
+        "event_type": event["event_type"],
+        "event_hash": event["event_hash"].lower(),
+        "reported_for_account_id": event["event_metadata"]["reported_for_account_id"],
+        "signature_request_id": payload["signature_request"]["signature_request_id"],
+    }
+
+
+def test_case_variants_of_a_hash_are_one_event() -> None:
+    """Verification compares the hash in lower case, so the dedupe key is built from that
+    form: an upper-case copy of a captured hash is the same event, not a new one."""
+    lower = callback()
+    upper = callback(event_hash_value=lower["event"]["event_hash"].upper())
+    mixed = callback(event_hash_value=lower["event"]["event_hash"][:32].upper()
+                     + lower["event"]["event_hash"][32:])
+    keys = {parse(*plain_json(p)).dedupe_key for p in (lower, upper, mixed)}
+    assert len(keys) == 1
+
+
+def test_only_the_kept_fields_of_a_padded_callback_are_stored() -> None:
+    """A genuine hash on a body padded with 500 KB of fields nobody reads: the event keeps
+    five short fields, whatever the body carried."""
+    payload = callback()
+    payload["signature_request"]["padding"] = {f"f{n}": "x" * 1000 for n in range(500)}
+    payload["event"]["event_metadata"]["reported_for_account_id"] = "y" * 100_000
+    headers, body = plain_json(payload)
+    assert len(body) > 500_000
+    event = parse(headers, body)
+    assert set(event.payload) == {
+        "event_time", "event_type", "event_hash", "reported_for_account_id",
+        "signature_request_id",
+    }
+    assert len(orjson.dumps(event.payload)) <= KEPT_EVENT_BYTES
+
+
+def test_a_request_id_longer_than_any_enqueue_accepts_is_refused() -> None:
+    assert rejected(*plain_json(callback(resource_id="s" * 257))) == 400
 
 
 def multipart(payload: dict[str, Any]) -> tuple[Headers, bytes]:
@@ -99,8 +142,7 @@ def test_valid_callback_in_every_encoding(encode: Any) -> None:
     assert event.resource_id == "sr-1"
     assert event.event_type == "signature_request_canceled"
     assert event.event_time == float(EVENT_TIME)
-    assert event.payload == payload
-    assert event.payload["signature_request"]["title"] == "Café contract ✓"
+    assert event.payload == kept(payload)  # the fields the service reads, not the body
     assert event.effect is not None
     assert (event.effect.outcome, event.effect.ok) == (Outcome.CANCELED, True)
 
@@ -120,7 +162,7 @@ def test_multipart_built_by_hand_with_a_crlf_body() -> None:
     headers = CIMultiDict({"Content-Type": f"multipart/form-data; boundary={boundary}"})
     event = parse(headers, body)
     assert event.resource_id == "sr-1"
-    assert event.payload == payload
+    assert event.payload == kept(payload)
 
 
 @pytest.mark.parametrize(
