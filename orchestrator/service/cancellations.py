@@ -28,6 +28,7 @@ from orchestrator.service.callbacks import CallbackPolicy, check_callback_url
 from orchestrator.service.inputs import (
     BatchItem,
     EnqueueRequest,
+    EventsQuery,
     ListQuery,
     decode_cursor,
     encode_cursor,
@@ -101,6 +102,12 @@ class ItemResult:
 @dataclass(frozen=True)
 class Page:
     items: list[Cancellation]
+    next: str | None
+
+
+@dataclass(frozen=True)
+class EventsPage:
+    items: list[Event]
     next: str | None
 
 
@@ -280,11 +287,17 @@ class Service:
             with contextlib.suppress(errors.DatabaseUnavailable):
                 await self.store.unwatch(cancellation_id, watcher)
 
-    async def events(self, cancellation_id: uuid.UUID) -> list[Event]:
-        history = await self.store.events(cancellation_id)
+    async def events(
+        self, cancellation_id: uuid.UUID, query: EventsQuery | None = None
+    ) -> EventsPage:
+        """A page of the history, oldest first; `next` is the cursor of the page after it."""
+        query = query or EventsQuery.model_validate({})
+        after = int(query.after) if query.after else 0
+        history = await self.store.events(cancellation_id, after, query.limit + 1)
         if history is None:
             raise errors.NotFound(f"no cancellation {cancellation_id}")
-        return history
+        page = history[: query.limit]
+        return EventsPage(page, str(page[-1].id) if len(history) > query.limit else None)
 
     async def list_cancellations(self, query: ListQuery) -> Page:
         rows = await self.store.list_cancellations(

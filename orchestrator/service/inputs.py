@@ -31,6 +31,9 @@ Cursor = Annotated[
     ),
 ]
 
+#: A position in a cancellation's history: the id of the last event read (`next`).
+EventCursor = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")]
+
 MAX_PAGE = 200
 #: JSON nested deeper than this is refused: no cancellation needs it, and PostgreSQL's
 #: encoder (orjson) stops at 254 levels.
@@ -170,6 +173,16 @@ class ListQuery(BaseModel):
     resource_id: ResourceId | None = None
     limit: int = Field(50, ge=1, le=MAX_PAGE)
     after: Cursor | None = Field(None, description="the `next` cursor of the previous page")
+
+
+class EventsQuery(BaseModel):
+    """Which part of a cancellation's history: the query of GET /v1/cancellations/{id}/events.
+    Oldest first; a callback flood cannot make one answer (or one dashboard page) unbounded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(100, ge=1, le=MAX_PAGE)
+    after: EventCursor | None = Field(None, description="the `next` cursor of the previous page")
 
 
 #: The longest a status request may wait for a change.

@@ -59,17 +59,20 @@ ORDER BY created_at DESC, id DESC
 LIMIT $6;
 
 -- name: list_events
--- A cancellation's history, oldest first; no row at all if the cancellation does not exist.
--- Its callback attempts (0006) are part of it, at the status they were made in: both
--- tables number their rows from one sequence, so the id orders them.
+-- A page of a cancellation's history, oldest first, after event id $2, at most $3 rows; no
+-- row at all if the cancellation does not exist (one row with a NULL id if it exists but
+-- has no event after $2). Its callback attempts (0006) are part of it, at the status they
+-- were made in: both tables number their rows from one sequence, so the id orders them.
 SELECT e.id, e.at, e.from_status, e.to_status, e.cause, e.evidence
-FROM cancellations c LEFT JOIN cancellation_events e ON e.cancellation_id = c.id
+FROM cancellations c
+LEFT JOIN cancellation_events e ON e.cancellation_id = c.id AND e.id > $2
 WHERE c.id = $1
 UNION ALL
 SELECT a.id, a.at, c.status, c.status, a.cause, a.evidence
 FROM callback_attempts a JOIN cancellations c ON c.id = a.cancellation_id
-WHERE a.cancellation_id = $1
-ORDER BY id;
+WHERE a.cancellation_id = $1 AND a.id > $2
+ORDER BY id
+LIMIT $3;
 
 -- name: counts_by_provider
 -- The dashboard's table: how many cancellations each provider has in each status (retention

@@ -217,10 +217,13 @@ class Store:
             )
         return [Cancellation.from_row(r) for r in records]
 
-    async def events(self, cancellation_id: uuid.UUID) -> list[Event] | None:
-        """The history, oldest first; None if there is no such cancellation."""
+    async def events(
+        self, cancellation_id: uuid.UUID, after: int = 0, limit: int = 1_000_000
+    ) -> list[Event] | None:
+        """Up to `limit` events of the history after event id `after`, oldest first; None if
+        there is no such cancellation."""
         async with translate_errors():
-            records = await self.pool.fetch(Q["list_events"], cancellation_id)
+            records = await self.pool.fetch(Q["list_events"], cancellation_id, after, limit)
         if not records:
             return None
         return [

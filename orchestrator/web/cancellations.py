@@ -13,6 +13,7 @@ from orchestrator.service import (
     ActionRequest,
     BatchRequest,
     EnqueueRequest,
+    EventsQuery,
     ItemResult,
     ListQuery,
     WaitQuery,
@@ -124,9 +125,17 @@ async def get_one(request: web.Request) -> web.Response:
 @routes.get("/v1/cancellations/{id}/events", name="events")
 async def events(request: web.Request) -> web.Response:
     ident = cancellation_id(request)
-    history = await request.app[keys.SERVICE].events(ident)
+    try:
+        query = EventsQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise errors.InvalidRequest.from_validation(exc, "query") from None
+    page = await request.app[keys.SERVICE].events(ident, query)
     return json_response(
-        {"cancellation_id": str(ident), "events": [schemas.event_out(e) for e in history]}
+        {
+            "cancellation_id": str(ident),
+            "events": [schemas.event_out(e) for e in page.items],
+            "next": page.next,
+        }
     )
 
 

@@ -21,6 +21,7 @@ from orchestrator.service.inputs import (
     MAX_BATCH,
     ActionRequest,
     EnqueueRequest,
+    EventsQuery,
     ListQuery,
     WaitQuery,
 )
@@ -351,6 +352,7 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
         (schemas.History, "serialization"),
         (Problem, "serialization"),
         (ListQuery, "validation"),
+        (EventsQuery, "validation"),
         (WaitQuery, "validation"),
         (BatchIn, "validation"),
         (BatchResults, "serialization"),
@@ -358,6 +360,7 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
     _, definitions = models_json_schema(models, ref_template=_REF)
     components = definitions["$defs"]
     list_query = components.pop("ListQuery")
+    events_query = components.pop("EventsQuery")
     components["JsonValue"] = _JSON_VALUE
     for model in params_models:
         _free_form_values(components[model.__name__])
@@ -498,11 +501,14 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
                 "get": {
                     "operationId": "getCancellationEvents",
                     "summary": "Every transition of one cancellation, with cause and evidence",
+                    "description": "A page of the history, oldest first (`limit`, 100 by"
+                    " default); `next` is the `after` of the following page.",
                     "security": _SECURITY,
-                    "parameters": [_ID],
+                    "parameters": [_ID, *_query_parameters(events_query)],
                     "responses": {
-                        "200": _json("History", "The history, oldest first"),
+                        "200": _json("History", "A page of the history, oldest first"),
                         "404": _problem("No such cancellation"),
+                        "422": _problem("A query parameter is invalid"),
                         **_AUTH,
                         **_FORBIDDEN,
                         **_UNAVAILABLE,

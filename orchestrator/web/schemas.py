@@ -87,6 +87,7 @@ class CancellationPage(BaseModel):
 class History(BaseModel):
     cancellation_id: str
     events: list[EventOut]  # type: ignore[valid-type]
+    next: str | None = Field(description="the cursor of the next page (`after`), if any")
 
 
 def cancellation_out(row: Cancellation) -> dict[str, Any]:

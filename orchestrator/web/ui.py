@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from orchestrator import errors
 from orchestrator.config import Settings
 from orchestrator.domain.model import ProviderName, Status
-from orchestrator.service import ActionRequest, Caller, ListQuery
+from orchestrator.service import ActionRequest, Caller, EventsQuery, ListQuery
 from orchestrator.store.sessions import Sessions
 from orchestrator.web import keys, problems, sessions
 from orchestrator.web.access import WHO, is_https
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 #: Seconds between the pages' own refreshes.
 REFRESH_S = 5
+#: Events per page of a cancellation's history (`?after=` pages on): a flood of callbacks
+#: cannot make the page unbounded.
+HISTORY_PAGE = 100
 #: Rows in each list of the front page.
 LIST_LIMIT = 20
 #: Failed logins allowed per client address: a burst of this many, then one per
@@ -320,11 +323,20 @@ async def _detail(
     status: int = 200,
 ) -> web.Response:
     service = request.config_dict[keys.SERVICE]
+    after = request.query.get("after")
+    try:
+        query = EventsQuery.model_validate(
+            {"limit": HISTORY_PAGE, **({"after": after} if after is not None else {})}
+        )
+    except ValidationError as exc:
+        raise errors.InvalidRequest.from_validation(exc, "history") from None
     row = await service.get(ident)
-    history = await service.events(ident)
+    history = await service.events(ident, query)
     context = {
         "c": row,
-        "history": history,
+        "history": history.items,
+        "history_after": query.after,
+        "history_next": history.next,
         "done": request.query.get("done"),
         "error": error,
         "reason": reason,

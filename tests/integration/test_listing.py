@@ -127,6 +127,45 @@ async def test_events_come_in_the_order_they_happened(harness: Harness) -> None:
     assert events[-1]["to_status"] == (await harness.get(created["id"]))["status"]
 
 
+async def test_the_history_comes_in_pages(harness: Harness) -> None:
+    """limit and after, as the list has them: pages of two, oldest first, whose `next` is
+    the cursor of the following page, together the whole history, with nothing twice."""
+    created = await harness.enqueue("sr-paged")
+    for n in range(6):
+        response = await harness.client.post(
+            f"/v1/cancellations/{created['id']}/retry", json={"reason": f"try {n}"}
+        )
+        assert response.status == 200, await response.text()
+    url = f"/v1/cancellations/{created['id']}/events"
+    whole = await (await harness.client.get(url)).json()
+    assert len(whole["events"]) == 7 and whole["next"] is None
+
+    pages: list[dict[str, Any]] = []
+    after: str | None = None
+    while True:
+        params = {"limit": "2", **({"after": after} if after else {})}
+        response = await harness.client.get(url, params=params)
+        assert response.status == 200
+        pages.append(await response.json())
+        assert len(pages[-1]["events"]) <= 2
+        after = pages[-1]["next"]
+        if after is None:
+            break
+    assert [len(p["events"]) for p in pages] == [2, 2, 2, 1]
+    assert [e for p in pages for e in p["events"]] == whole["events"]
+
+    past_the_end = await harness.client.get(url, params={"after": str(10**17)})
+    assert (await past_the_end.json()) == {
+        "cancellation_id": created["id"],
+        "events": [],
+        "next": None,
+    }
+    response = await harness.client.get(url, params={"after": "not-a-cursor"})
+    assert response.status == 422
+    assert response.content_type == "application/problem+json"
+    assert (await response.json())["errors"][0]["field"] == "after"
+
+
 async def test_stats_match_the_rows(harness: Harness, db: asyncpg.Connection) -> None:
     async def stats() -> dict[str, Any]:
         response = await harness.client.get("/v1/stats")

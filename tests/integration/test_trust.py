@@ -101,9 +101,10 @@ WEBHOOK_MODE = pytest.mark.parametrize(
 async def test_a_callback_older_than_the_first_cancel_call_only_prompts_a_check(
     harness: Harness,
 ) -> None:
-    """DROPBOX_SIGN_CONFIRM_BY=webhook. A genuine `signature_request_canceled` captured 400 s before this request's cancel
-    was first sent, re-posted with its id: it does not confirm; the status check finds the
-    request still open, and the cancel is sent (and confirmed by its own callback)."""
+    """DROPBOX_SIGN_CONFIRM_BY=webhook. A genuine `signature_request_canceled` captured 400 s
+    before this request's cancel was first sent, re-posted with its id: it does not confirm;
+    the status check finds the request still open, and the cancel is sent (and confirmed by
+    its own callback)."""
     captured_at = harness.clock.now().timestamp() - 400
     # The provider answers 200 but never acts on it: the request stays open (signable).
     harness.sim.configure({"dropbox_sign": {"lose_cancel_rate": 1.0}})

@@ -106,6 +106,27 @@ async def test_the_page_of_a_cancellation_shows_its_history_and_acts(harness: Ha
     assert "already failed" in html
 
 
+async def test_the_history_page_shows_a_hundred_events_at_a_time(harness: Harness) -> None:
+    """A history longer than a page (here 1 + 120 retries) is shown a hundred events at a
+    time, with a link to the next page; a bad cursor is a 422 page, never a 500."""
+    created = await harness.enqueue("sr-long")
+    for n in range(120):
+        response = await harness.client.post(
+            f"/v1/cancellations/{created['id']}/retry", json={"reason": f"try {n}"}
+        )
+        assert response.status == 200
+    url = f"/ui/cancellations/{created['id']}"
+    html = await page(await harness.client.get(url))
+    assert len(re.findall(r'class="cause-(\w+)"', html)) == 100
+    (next_page,) = re.findall(r'rel="next" href="([^"]+)"', html)
+    html = await page(await harness.client.get(next_page.replace("&amp;", "&")))
+    causes = re.findall(r'class="cause-(\w+)"', html)
+    assert causes == ["retry_requested"] * 21
+    assert 'rel="next"' not in html
+    assert "From the first event" in html
+    await page(await harness.client.get(f"{url}?after=x"), 422)
+
+
 async def test_search_by_resource_id_and_by_id(harness: Harness) -> None:
     first = await harness.enqueue("sr-find-me")
     await harness.client.post(

@@ -70,8 +70,10 @@ def test_case_variants_of_a_hash_are_one_event() -> None:
     form: an upper-case copy of a captured hash is the same event, not a new one."""
     lower = callback()
     upper = callback(event_hash_value=lower["event"]["event_hash"].upper())
-    mixed = callback(event_hash_value=lower["event"]["event_hash"][:32].upper()
-                     + lower["event"]["event_hash"][32:])
+    mixed = callback(
+        event_hash_value=lower["event"]["event_hash"][:32].upper()
+        + lower["event"]["event_hash"][32:]
+    )
     keys = {parse(*plain_json(p)).dedupe_key for p in (lower, upper, mixed)}
     assert len(keys) == 1
 
@@ -86,7 +88,10 @@ def test_only_the_kept_fields_of_a_padded_callback_are_stored() -> None:
     assert len(body) > 500_000
     event = parse(headers, body)
     assert set(event.payload) == {
-        "event_time", "event_type", "event_hash", "reported_for_account_id",
+        "event_time",
+        "event_type",
+        "event_hash",
+        "reported_for_account_id",
         "signature_request_id",
     }
     assert len(orjson.dumps(event.payload)) <= KEPT_EVENT_BYTES
