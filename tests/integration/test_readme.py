@@ -182,8 +182,10 @@ async def test_the_try_it_session_works_as_written(
     await start_in_background([simulate, serve], repo_root, tmp_path, ports, background)
     text, _ = await run_session(session, repo_root, tmp_path, ports)
     assert '"status":"confirmed"' in text
-    assert '"confirmed_via":"webhook"' in text
-    assert '"cause":"webhook"' in text
+    assert '"confirmed_via":"reconciliation"' in text
+    assert '"cause":"webhook_needs_check"' in text
+    assert '"cause":"status_check"' in text
+    assert '"next":null' in text
     assert '"confirmed":1' in text
 
 
@@ -215,12 +217,13 @@ async def test_the_integrating_examples_work_as_written(
 
     lines = out.splitlines()
     assert re.match(r'etag: "[0-9a-f-]{36}-v\d+"', lines[0], re.IGNORECASE), out
-    assert '"status":"confirmed"' in lines[1] and '"confirmed_via":"webhook"' in lines[1], out
+    assert '"status":"confirmed"' in lines[1], out
+    assert '"confirmed_via":"reconciliation"' in lines[1], out
     assert lines[2] == "304", out
     assert lines[3].startswith("[(202, None), (202, None), (422, [{'field': 'items[2].resource_id'")
     assert '"status":403' in lines[4] and '"missing_scope":"admin"' in lines[4], out
     assert lines[5] == "200", out
     follow = lines[6 : next(i for i, line in enumerate(lines) if line.startswith("┏"))]
-    assert follow and "  confirmed  attempts=1  outcome=canceled" in follow[-1], out
+    assert follow and "  confirmed  attempts=2  outcome=canceled" in follow[-1], out
     assert lines[-1] == "exit 1", out
     assert "orchestrator: the cancellation is already confirmed" in err, err
