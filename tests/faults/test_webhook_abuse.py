@@ -9,6 +9,7 @@ row before and after).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import time
 import uuid
@@ -279,6 +280,8 @@ async def test_forged_stale_oversized_and_malformed_events_change_nothing(
 async def test_the_same_callback_three_times_confirms_once(
     harness: Harness, db: asyncpg.Connection
 ) -> None:
+    """Three deliveries of one callback: one inbox row, one status check prompted (the
+    default), one confirmation."""
     row = await awaiting(harness)
     (dropped,) = harness.sim.dropbox_sign.events  # the real callback, signed, never delivered
     body, content_type = multipart(orjson.dumps(dropped))
@@ -287,11 +290,14 @@ async def test_the_same_callback_three_times_confirms_once(
         for _ in range(3)
     ]
     assert [(status, text) for status, _, text in answers] == [(200, ACK)] * 3
-    after = await harness.get(row["id"])
-    assert (after["status"], after["confirmed_via"]) == ("confirmed", "webhook")
     causes = [e["cause"] for e in await harness.events(row["id"])]
-    assert causes == ["enqueued", "claimed", "provider_queued_cancel", "webhook"]
+    assert causes == ["enqueued", "claimed", "provider_queued_cancel", "webhook_needs_check"]
     assert await db.fetchval("SELECT count(*) FROM webhook_inbox") == 1
+    status_calls = harness.sim_stats()["status_calls"]
+    await harness.dispatch()
+    assert harness.sim_stats()["status_calls"] == status_calls + 1
+    after = await harness.get(row["id"])
+    assert (after["status"], after["confirmed_via"]) == ("confirmed", "reconciliation")
 
     # Truto's events are de-duplicated by their id in the same way.
     secret = harness.sim.truto.settings.webhook_secret
@@ -305,8 +311,13 @@ async def test_the_same_callback_three_times_confirms_once(
 async def test_a_callback_before_the_cancel_call_returned(
     harness: Harness, db: asyncpg.Connection
 ) -> None:
-    """The provider's callback overtakes the answer to the cancel call: the callback confirms,
-    and the late answer is fenced off (it would have moved the row to awaiting_confirmation)."""
+    """DROPBOX_SIGN_CONFIRM_BY=webhook: the provider's callback overtakes the answer to the
+    cancel call: the callback confirms, and the late answer is fenced off (it would have moved
+    the row to awaiting_confirmation). Under the default the callback waits for the attempt,
+    then prompts one check: tests/integration/test_trust.py::
+    test_callbacks_during_an_attempt_prompt_one_check_after_it."""
+    service = harness.app[keys.SERVICE]  # this module's settings fixture sets the accounts
+    service.webhooks = dataclasses.replace(service.webhooks, confirm_by_status=frozenset())
     harness.sim.configure(
         {"dropbox_sign": {"drop_callback_rate": 1.0, "slow_rate": 1.0, "slow_s": 1.0}}
     )
