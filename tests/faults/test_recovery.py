@@ -154,7 +154,15 @@ async def test_a_live_instance_stuck_60s_in_provider_calls_keeps_its_rows(
     once."""
     faults = Faults(slow_rate=1.0, slow_s=STUCK_S)
     async with SimulatorServer(Simulator(faults=faults)) as sim:
-        env = common.service_env(sim, dsn, **DEFAULTS, ORCH_HTTP_TIMEOUT_S=str(STUCK_S + 20))
+        # Every call takes a minute here, status checks too: a callback confirms (webhook
+        # mode), so each cancel is one stuck call, not a stuck cancel and a stuck check.
+        env = common.service_env(
+            sim,
+            dsn,
+            **DEFAULTS,
+            ORCH_HTTP_TIMEOUT_S=str(STUCK_S + 20),
+            DROPBOX_SIGN_CONFIRM_BY="webhook",
+        )
         services = [ServiceProcess(env, tmp_path / f"slow-{n}.log") for n in range(2)]
         sim.simulator.dropbox_sign.callback_url = f"{services[0].url}/webhooks/dropbox_sign"
         try:

@@ -184,6 +184,9 @@ async def test_rows_in_flight_when_the_lock_connection_is_cut_are_answered_once(
             assert (await sweeper.release_dead_owners()).owner_gone == 2
             assert await rescuer.dispatcher.run_once() == 2
             await harness.provider_idle()
+            # DROPBOX_SIGN_CONFIRM_BY=status: the callbacks prompted the checks that confirm.
+            assert await rescuer.dispatcher.run_once() == 2
+            await harness.provider_idle()
             confirmed = [await harness.get(str(row.id)) for row in in_flight]
             assert {c["status"] for c in confirmed} == {"confirmed"}
 
