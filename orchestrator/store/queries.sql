@@ -42,7 +42,7 @@ LEFT JOIN LATERAL (
 
 -- name: apply_decision
 -- Carry out one transition if the row's version is still $2; no row if the fence held.
--- The end of an attempt also uses the callbacks that arrived during it (0008).
+-- The end of an attempt also uses the callbacks that arrived during it (0009).
 SELECT * FROM apply_attempt_decision($1, $2, $3, $4, $5, $6);
 
 -- name: get_cancellation

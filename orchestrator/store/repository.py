@@ -359,7 +359,7 @@ class Store:
         The event settles that cancellation only if `settle` and it is no older than the
         cancellation's first cancel call minus `skew_s`; otherwise it makes the next attempt
         a status check, at most one due or in flight per cancellation
-        (0008_callbacks_only_prompt_checks.sql, record_webhook_event).
+        (0009_callbacks_only_prompt_checks.sql, record_webhook_event).
         """
         effect = decision = None
         if event.effect is not None:

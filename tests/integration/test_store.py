@@ -174,7 +174,7 @@ async def test_an_event_older_than_the_first_cancel_call_only_asks_for_a_check(
     row, _ = await store.enqueue(new("sr-target"), now)
     await store.claim_due(now, 10, "w", 90, {"dropbox_sign:default": None})
     old = canceled("sr-target", "replayed", now - timedelta(seconds=301))
-    # Being sent: left pending; the attempt's own write makes the check due (0008).
+    # Being sent: left pending; the attempt's own write makes the check due (0009).
     assert await record(store, old, now) is WebhookOutcome.COALESCED
     sent = await store.get(row.id)
     assert sent is not None and sent.status is Status.SENDING
