@@ -187,7 +187,17 @@ class Dispatcher:
             logs.bind(cancellation_id=row.id, provider=row.provider, resource_id=row.resource_id),
             self.metrics.in_flight.track_inprogress(),
         ):
-            await self._process(row)
+            try:
+                await self._process(row)
+            except errors.DatabaseUnavailable as exc:
+                # An outage, not a bug: the row stays leased to us, so it comes back when the
+                # lease ends (or at once if this instance is gone) and is tried again then.
+                log.warning(
+                    "cancellation %s: the database stayed unavailable (%s); it is tried again"
+                    " when its lease ends",
+                    row.id,
+                    exc.detail,
+                )
 
     async def _process(self, row: Cancellation) -> None:
         decision, submitted = await self._decide(row)

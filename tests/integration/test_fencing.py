@@ -8,12 +8,14 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from orchestrator.store import migrations
+from orchestrator.store import db, migrations
+from orchestrator.store.repository import Store
 from orchestrator.web import keys
 from orchestrator.web.app import create_app
 from orchestrator.workers.dispatcher import DispatchConfig, Dispatcher
 from orchestrator.workers.sweeper import Sweeper
 from tests.integration.conftest import AiohttpClient, Harness, make_settings
+from tests.integration.processes import free_port
 
 
 def second_dispatcher(harness: Harness, owner: str) -> Dispatcher:
@@ -126,3 +128,42 @@ async def test_a_sweep_round_takes_every_overdue_row_in_batches(harness: Harness
     sweeper = Sweeper(harness.app[keys.STORE], harness.clock, batch=2)
     assert (await sweeper.run_once()).overdue == 5
     assert (await sweeper.run_once()).overdue == 0
+
+
+async def test_an_answer_the_database_cannot_take_in_time_is_a_warning_and_the_row_comes_back(
+    harness: Harness, caplog: Any
+) -> None:
+    """A provider answered but the database stayed away longer than half the lease: the
+    attempt ends with a warning (an outage, not a bug), and the row is sent again after its
+    lease, ending once."""
+    created = await harness.enqueue("sr-outage")
+    first = harness.app[keys.DISPATCHER]
+    (row,) = await first.claim(10)
+    nowhere = await db.create_pool(
+        f"postgresql://postgres@127.0.0.1:{free_port()}/none", 1, acquire_timeout_s=0.05
+    )
+    cut_off = Dispatcher(
+        Store(nowhere),
+        first.http,
+        first.providers,
+        first.accounts,
+        first.policy,
+        DispatchConfig(batch=1, lease_s=0.4),
+        harness.clock,
+        owner=row.lease_owner,
+    )
+    try:
+        with caplog.at_level("WARNING", logger="orchestrator.workers.dispatcher"):
+            await cut_off.process(row)  # before: DatabaseUnavailable escaped the task
+    finally:
+        await nowhere.close()
+    await harness.provider_idle()
+    assert harness.sim_stats()["cancel_calls"] == 1  # the provider did answer
+    assert any("stayed unavailable" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert (await harness.get(created["id"]))["status"] == "sending"
+
+    harness.advance(first.config.lease_s + 1)
+    assert (await harness.sweep()).leases_expired == 1
+    await harness.dispatch()
+    assert (await harness.get(created["id"]))["status"] == "confirmed"
