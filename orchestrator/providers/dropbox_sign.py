@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
 import time
 import urllib.parse
@@ -194,10 +195,7 @@ class DropboxSign(base.Provider):
                     errors.RejectReason.MALFORMED,
                     f"signature_request_id is longer than {base.KEPT_STRING} characters",
                 )
-        try:
-            when: float | None = float(event_time)
-        except ValueError:
-            when = None
+        when = _unix_seconds(event_time)
         dedupe = hashlib.sha256(
             "|".join((resource_id or "", event_type, event_time, verified_hash)).encode()
         ).hexdigest()
@@ -220,6 +218,21 @@ class DropboxSign(base.Provider):
             payload=_kept(event, event_time, event_type, verified_hash, resource_id),
             effect=effect,
         )
+
+
+#: 9999-12-31: the last second a timestamp column (and Python's datetime) can hold.
+_LAST_SECOND = 253_402_300_799
+
+
+def _unix_seconds(event_time: str) -> float | None:
+    """`event_time` as Unix seconds (the documented form), or None for a time that cannot be
+    read as one ("nan", "inf", "1e20", words): such an event is kept but never settles
+    anything by its time, the same as an event with no time."""
+    try:
+        when = float(event_time)
+    except ValueError:
+        return None
+    return when if math.isfinite(when) and 0 <= when <= _LAST_SECOND else None
 
 
 def _kept(

@@ -12,8 +12,10 @@ from orchestrator.providers.dropbox_sign import ACK, event_hash
 from tests.integration.conftest import Harness
 
 
-def signed_event(key: str, event_type: str, resource_id: str | None) -> bytes:
-    event_time = str(int(time.time()))
+def signed_event(
+    key: str, event_type: str, resource_id: str | None, event_time: str | None = None
+) -> bytes:
+    event_time = event_time or str(int(time.time()))
     payload: dict[str, object] = {
         "event": {
             "event_type": event_type,
@@ -60,6 +62,23 @@ async def test_callback_test_and_unknown_events_are_acknowledged_and_stored(
         "some_future_event",
     ]
     assert all(r["effect"] is None for r in rows)
+
+
+@pytest.mark.parametrize("event_time", ["1e20", "nan", "-5"])
+async def test_a_signed_callback_with_an_unreadable_time_is_stored_not_a_500(
+    harness: Harness, db: asyncpg.Connection, event_time: str
+) -> None:
+    key = harness.sim.dropbox_sign.settings.api_key
+    response = await harness.client.post(
+        "/webhooks/dropbox_sign",
+        data=signed_event(key, "signature_request_canceled", "sr-odd-time", event_time),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 200, await response.text()
+    stored = await db.fetchval(
+        "SELECT count(*) FROM webhook_inbox WHERE resource_id = 'sr-odd-time'"
+    )
+    assert stored == 1
 
 
 async def test_viewed_event_does_not_settle_a_later_cancellation(harness: Harness) -> None:

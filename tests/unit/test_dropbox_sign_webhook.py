@@ -101,6 +101,14 @@ def test_a_request_id_longer_than_any_enqueue_accepts_is_refused() -> None:
     assert rejected(*plain_json(callback(resource_id="s" * 257))) == 400
 
 
+@pytest.mark.parametrize("event_time", ["nan", "inf", "-1", "1e20", "soon"])
+def test_a_signed_time_that_is_no_unix_time_is_read_as_none(event_time: str) -> None:
+    """Signed by the key holder, but no time a timestamp can hold: read as no time at all
+    (it settles nothing by its time) rather than crashing when it is stored."""
+    event = parse(*plain_json(callback(event_time=event_time)))
+    assert event.event_time is None
+
+
 def multipart(payload: dict[str, Any]) -> tuple[Headers, bytes]:
     """The body the way Dropbox Sign sends it: multipart/form-data with one `json` field."""
     form = aiohttp.FormData(default_to_multipart=True)
