@@ -6,14 +6,13 @@ cancellation. Aptly publishes no production base URL, so APTLY_BASE_URL must be 
 
 from __future__ import annotations
 
-import urllib.parse
 import uuid
 from typing import Annotated, Any
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from orchestrator.domain.model import CancelResult, RetryLater
+from orchestrator.domain.model import CancelResult
 from orchestrator.providers import base
 
 
@@ -56,7 +55,7 @@ class Aptly(base.Provider):
         self, http: aiohttp.ClientSession, account: base.Account, target: base.Target
     ) -> CancelResult:
         assert account.secret is not None
-        action = urllib.parse.quote(target.resource_id, safe="")
+        action = base.segment(target.resource_id)
         path = f"/v1/actions/{action}/cancel-action"
         answer = await base.call(
             http,
@@ -66,7 +65,7 @@ class Aptly(base.Provider):
             headers={"Authorization": f"Bearer {account.secret.get_secret_value()}"},
             json=target.params,
         )
-        if isinstance(answer, RetryLater):
+        if not isinstance(answer, base.Answer):
             return answer
         body = answer.body if isinstance(answer.body, dict) else {}
         data = body.get("data") if isinstance(body.get("data"), dict) else {}

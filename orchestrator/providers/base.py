@@ -12,6 +12,7 @@ import email.utils
 import logging
 import math
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 from pydantic import BaseModel, SecretStr, ValidationError
+from yarl import URL
 
 from orchestrator import errors
 from orchestrator.domain.model import (
@@ -183,20 +185,56 @@ def classify_cancel(
     return Refused(code or Outcome.NOT_CANCELABLE.value, message, answer.evidence(), details)
 
 
+def segment(value: str) -> str:
+    """`value` percent-encoded as one path segment: `/`, `?`, `#`, `%` and `\\` become
+    escapes, so an id can name nothing but itself (dots alone are refused by `request_url`)."""
+    return urllib.parse.quote(value, safe="")
+
+
+def request_url(base_url: str, path: str) -> URL | None:
+    """The URL of `base_url` + `path`, or None when normalising it would change the path (a
+    resource id of `.` or `..`, kept as is by `segment`, makes `cancel/..` another endpoint)
+    or a segment is empty (an empty id makes `cancel/` one). Enqueue refuses such ids; this
+    holds for rows stored before it did, and for any other way an id reaches an adapter."""
+    if "//" in path or path.endswith("/"):
+        return None
+    url = URL(base_url + path)
+    expected = URL(base_url).raw_path.rstrip("/") + path
+    if url.raw_path != expected or url.raw_query_string or url.raw_fragment:
+        return None
+    return url
+
+
+def unsafe_path(method: str, path: str) -> Settled:
+    """A cancel (or status check) that cannot be sent: its id would rewrite the provider's
+    path. Final, and sent nowhere: no attempt of it could ever do anything else."""
+    message = f"{method} {path} was not sent: the resource id would change the provider's URL path"
+    return Settled(
+        Outcome.NOT_CANCELABLE,
+        False,
+        {"call": f"{method} {path}", "not_sent": "the resource id would change the URL path"},
+        error_code="invalid_resource_id",
+        error_message=message,
+    )
+
+
 async def call(
     http: aiohttp.ClientSession,
     account: Account,
     method: str,
     path: str,
     **kwargs: Any,
-) -> Answer | RetryLater:
+) -> Answer | RetryLater | Settled:
     """One HTTP call to the account's base URL plus `path`; a network failure, a timeout or
     a redirect becomes RetryLater, never an exception. Redirects are never followed: a POST
-    turned into a GET elsewhere, without its credentials, would answer for something else."""
+    turned into a GET elsewhere, without its credentials, would answer for something else.
+    A path that normalisation would rewrite is not sent at all (`unsafe_path`)."""
+    url = request_url(account.base_url or "", path)
+    if url is None:
+        log.error("%s %s%s not sent: the path would be rewritten", method, account.base_url, path)
+        return unsafe_path(method, path)
     try:
-        async with http.request(
-            method, f"{account.base_url}{path}", allow_redirects=False, **kwargs
-        ) as response:
+        async with http.request(method, url, allow_redirects=False, **kwargs) as response:
             raw = await response.read()
             if 300 <= response.status < 400:
                 return _redirected(account, method, path, response.status, response.headers)

@@ -26,7 +26,6 @@ from orchestrator.domain.model import (
     Outcome,
     Queued,
     Refused,
-    RetryLater,
     Settled,
     StatusResult,
     StillOpen,
@@ -103,9 +102,9 @@ class DropboxSign(base.Provider):
     async def cancel(
         self, http: aiohttp.ClientSession, account: base.Account, target: base.Target
     ) -> CancelResult:
-        path = f"/signature_request/cancel/{urllib.parse.quote(target.resource_id, safe='')}"
+        path = f"/signature_request/cancel/{base.segment(target.resource_id)}"
         answer = await base.call(http, account, "POST", path, headers=self._auth(account))
-        if isinstance(answer, RetryLater):
+        if not isinstance(answer, base.Answer):
             return answer
         if answer.status == 200:
             return Queued(answer.evidence())
@@ -126,9 +125,9 @@ class DropboxSign(base.Provider):
     async def status(
         self, http: aiohttp.ClientSession, account: base.Account, target: base.Target
     ) -> StatusResult:
-        path = f"/signature_request/{urllib.parse.quote(target.resource_id, safe='')}"
+        path = f"/signature_request/{base.segment(target.resource_id)}"
         answer = await base.call(http, account, "GET", path, headers=self._auth(account))
-        if isinstance(answer, RetryLater):
+        if not isinstance(answer, base.Answer):
             return answer
         if answer.status == 410:
             return Settled(Outcome.CANCELED, ok=True, evidence=answer.evidence())

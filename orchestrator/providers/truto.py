@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import hmac
 import math
-import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -27,7 +26,6 @@ from orchestrator import errors
 from orchestrator.domain.model import (
     CancelResult,
     Outcome,
-    RetryLater,
     Settled,
     StatusResult,
     StillOpen,
@@ -107,7 +105,7 @@ class Truto(base.Provider):
                 "remote_data": params.remote_data,
             },
         )
-        if isinstance(answer, RetryLater):
+        if not isinstance(answer, base.Answer):
             return answer
         code, message, details = _error_fields(answer)
         workflow = answer.body if isinstance(answer.body, dict) else {}
@@ -127,7 +125,7 @@ class Truto(base.Provider):
         both (docs/providers.md)."""
         assert account.secret is not None
         params = TrutoParams.model_validate(target.params)
-        path = f"/unified/e-signature/workflows/{urllib.parse.quote(target.resource_id, safe='')}"
+        path = f"/unified/e-signature/workflows/{base.segment(target.resource_id)}"
         answer = await base.call(
             http,
             account,
@@ -136,7 +134,7 @@ class Truto(base.Provider):
             params={"integrated_account_id": params.integrated_account_id},
             headers={"Authorization": f"Bearer {account.secret.get_secret_value()}"},
         )
-        if isinstance(answer, RetryLater):
+        if not isinstance(answer, base.Answer):
             return answer
         code, message, details = _error_fields(answer)
         if answer.status == 404:

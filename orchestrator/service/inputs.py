@@ -9,12 +9,39 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from orchestrator.domain.model import Cancellation, ProviderName, Status
 
 # Printable ASCII without spaces: provider ids are opaque, but never need more than this.
-ResourceId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[!-~]+$")]
+# An id becomes one segment of a provider's URL path, so it may not be able to change that
+# path after normalisation or decoding along the way: no `/`, `\\`, `?`, `#` or `%` (nor
+# `%2e%2e`, `%2F`, ...), and not made of dots alone (`.`, `..`). Written without lookaround
+# so JSON Schema, pydantic and hypothesis read it alike: at least one character that is not a
+# dot, among characters that are all allowed.
+_ID_CHAR = r"[\x21\x22\x24\x26-\x2e\x30-\x3e\x40-\x5b\x5d-\x7e]"
+_ID_NOT_DOT = r"[\x21\x22\x24\x26-\x2d\x30-\x3e\x40-\x5b\x5d-\x7e]"
+RESOURCE_ID_PATTERN = rf"^{_ID_CHAR}*{_ID_NOT_DOT}{_ID_CHAR}*$"
+RESOURCE_ID_RULE = (
+    "must be printable ASCII without spaces, '/', '\\', '?', '#' or '%', and not dots alone:"
+    " it is sent as one segment of the provider's URL path"
+)
+ResourceId = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=RESOURCE_ID_PATTERN)
+]
+#: What a listing may search for: any id a row may hold, including one stored before ids
+#: were held to ResourceId (a search reaches no provider).
+StoredResourceId = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[!-~]+$")
+]
 AccountName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 IdempotencyKey = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=r"^[!-~]+$")
@@ -112,6 +139,17 @@ class EnqueueRequest(BaseModel):
         # Strict mode takes no str for an enum; the JSON and Python callers both send one.
         return ProviderName(value) if isinstance(value, str) and value in _PROVIDERS else value
 
+    @field_validator("resource_id", mode="wrap")
+    @classmethod
+    def _one_path_segment(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Say why in words: the pattern's own message is a wall of escapes."""
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            if any(e["type"] == "string_pattern_mismatch" for e in exc.errors()):
+                raise ValueError(RESOURCE_ID_RULE) from None
+            raise
+
     @field_validator("reason", "metadata", "params")
     @classmethod
     def _storable(cls, value: Any) -> Any:
@@ -170,7 +208,7 @@ class ListQuery(BaseModel):
 
     status: Status | None = None
     provider: ProviderName | None = None
-    resource_id: ResourceId | None = None
+    resource_id: StoredResourceId | None = None
     limit: int = Field(50, ge=1, le=MAX_PAGE)
     after: Cursor | None = Field(None, description="the `next` cursor of the previous page")
 

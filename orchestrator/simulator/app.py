@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from orchestrator.simulator import control
 from orchestrator.simulator.hub import SIMULATOR_KEY, Simulator
@@ -26,7 +27,13 @@ BASE_PATHS = {
 def create_app(simulator: Simulator | None = None) -> web.Application:
     """The app owns the simulator's background tasks: they stop when the app cleans up."""
     sim = simulator or Simulator()
-    app = web.Application()
+
+    @web.middleware
+    async def record_path(request: web.Request, handler: Handler) -> web.StreamResponse:
+        sim.received.append((request.method, request.raw_path))
+        return await handler(request)
+
+    app = web.Application(middlewares=[record_path])
     app[SIMULATOR_KEY] = sim
     for name, provider in sim.providers.items():
         app.add_subapp(f"/{name}", provider.make_app())

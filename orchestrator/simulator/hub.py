@@ -41,6 +41,9 @@ class Simulator:
         self.providers: dict[str, ProviderSimulator] = {
             p.name: p for p in (self.dropbox_sign, self.truto, self.aptly)
         }
+        #: Every request's method and path as it arrived (raw, before any routing), so a
+        #: test can show what never reached a provider (a path an id rewrote).
+        self.received: list[tuple[str, str]] = []
 
     def provider(self, name: str) -> ProviderSimulator:
         try:
@@ -52,6 +55,7 @@ class Simulator:
         return {name: p.stats() for name, p in self.providers.items()}
 
     def reset(self) -> None:
+        self.received.clear()
         for p in self.providers.values():
             p.reset()
 
