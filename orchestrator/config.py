@@ -81,6 +81,25 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+#: The names a loopback-bound service answers to by default (any port).
+LOOPBACK_HOST_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def host_allowed(host_header: str, allowed: frozenset[str] | None) -> bool:
+    """Whether a request's Host names this service: an entry matches the name with any port,
+    or `name:port` exactly. Compared case-insensitively, without a trailing dot."""
+    if allowed is None:
+        return True
+    host = host_header.strip().lower()
+    if host in allowed:
+        return True
+    if host.startswith("["):
+        name = host[: host.find("]") + 1] if "]" in host else host
+    else:
+        name = host.rpartition(":")[0] if ":" in host else host
+    return name.rstrip(".") in allowed
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
@@ -253,6 +272,17 @@ class Settings(BaseSettings):
         """Clients reach the service over https (ORCH_PUBLIC_URL says so)."""
         return bool(self.public_url and self.public_url.startswith("https://"))
 
+    # Smaller hardening (issue 16 item 7): long-poll cap, Host check, the scraper's token.
+    # Long polls waiting at once in this process; beyond it, 429 with Retry-After.
+    max_long_polls: PositiveInt = Field(1000, validation_alias=_env("ORCH_MAX_LONG_POLLS"))
+    # Host header values the service answers (name or name:port; `*` any); empty: loopback
+    # names when bound to loopback, any host otherwise (allowed_host_names()).
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("ORCH_ALLOWED_HOSTS")
+    )
+    # A token only for /metrics, /readyz's details and /openapi.json (a Prometheus scraper).
+    metrics_token: SecretStr | None = Field(None, validation_alias=_env("ORCH_METRICS_TOKEN"))
+
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
@@ -280,6 +310,30 @@ class Settings(BaseSettings):
                 " addresses are all public"
             )
         return self
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_allowed_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(host.strip().lower() for host in value.split(",") if host.strip())
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (openssl rand -hex 32)")
+        return value
+
+    def allowed_host_names(self) -> frozenset[str] | None:
+        """The Host values requests may carry (`host_allowed` reads them), or None for any:
+        ORCH_ALLOWED_HOSTS if set (`*` is any); bound to loopback, the loopback names;
+        bound beyond it, any (the service cannot know the name it is reached by; tokens
+        protect it there, and compose lists its names)."""
+        if self.allowed_hosts:
+            return None if "*" in self.allowed_hosts else frozenset(self.allowed_hosts)
+        if is_loopback(self.host):
+            return LOOPBACK_HOST_NAMES
+        return None
 
     @field_validator("callback_secret")
     @classmethod

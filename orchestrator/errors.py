@@ -72,6 +72,10 @@ class TooManyRequests(OrchestratorError):
         super().__init__(detail, retry_after_s=max(1, math.ceil(retry_after_s)))
 
 
+class MisdirectedRequest(OrchestratorError):
+    """The request's Host is not a name this service answers to (DNS rebinding)."""
+
+
 class DatabaseUnavailable(OrchestratorError):
     pass
 

@@ -70,6 +70,11 @@ class Metrics:
             "Cancellations this process is sending right now",
             registry=self.registry,
         )
+        self.long_polls = Gauge(
+            "orchestrator_long_polls_waiting",
+            "Long polls (GET /v1/cancellations/{id}?wait=) waiting in this process now",
+            registry=self.registry,
+        )
         self.swept = Counter(
             "orchestrator_swept_total",
             "Rows the sweeper requeued, by reason (lease_expired, owner_gone, overdue)",

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 #: A watch outlives its poll by this much, in case the poller dies before removing it; the
 #: sweeper deletes what is left.
 WATCH_MARGIN_S = 60.0
+#: When a long poll refused at the cap is told to ask again (Retry-After, seconds).
+LONG_POLL_RETRY_AFTER_S = 2
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class Service:
         callbacks: CallbackPolicy | None = None,
         on_new_work: Callable[[], None] = lambda: None,
         changes: ChangeFeed | None = None,
+        max_long_polls: int = 1000,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -140,6 +143,10 @@ class Service:
         self.callbacks = callbacks or CallbackPolicy()
         self.on_new_work = on_new_work
         self.changes = changes
+        #: Long polls may wait at once in this process (ORCH_MAX_LONG_POLLS): each holds a
+        #: connection, a watch row and a subscription, so a flood of them is refused early.
+        self.max_long_polls = max_long_polls
+        self.long_polls = 0
 
     # --- callers' use cases -------------------------------------------------------------
 
@@ -262,6 +269,24 @@ class Service:
         between the read and the wait."""
         if wait_s <= 0 or self.changes is None:
             return await self.get(cancellation_id)
+        if self.long_polls >= self.max_long_polls:
+            raise errors.TooManyRequests(
+                f"{self.long_polls} long polls are waiting here already, the most this"
+                " instance holds (ORCH_MAX_LONG_POLLS); ask again without ?wait, or later",
+                retry_after_s=LONG_POLL_RETRY_AFTER_S,
+            )
+        self.long_polls += 1
+        self.metrics.long_polls.inc()
+        try:
+            return await self._wait(cancellation_id, seen, wait_s, until_terminal)
+        finally:
+            self.long_polls -= 1
+            self.metrics.long_polls.dec()
+
+    async def _wait(
+        self, cancellation_id: uuid.UUID, seen: Collection[str], wait_s: float, until_terminal: bool
+    ) -> Cancellation:
+        assert self.changes is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         known = set(seen)

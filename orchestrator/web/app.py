@@ -192,6 +192,7 @@ def create_app(
             ),
             on_new_work=dispatcher.wake,
             changes=app[keys.CHANGES],
+            max_long_polls=settings.max_long_polls,
         )
         sender = callback_sender(app, store)
         if not run_workers:

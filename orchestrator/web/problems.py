@@ -30,6 +30,7 @@ _PROBLEMS: dict[type[errors.OrchestratorError], tuple[int, str, str]] = {
     errors.Unauthorized: (401, "Unauthorized", "unauthorized"),
     errors.Forbidden: (403, "Forbidden", "forbidden"),
     errors.TooManyRequests: (429, "Too many requests", "too-many-requests"),
+    errors.MisdirectedRequest: (421, "Misdirected request", "misdirected-request"),
     errors.DatabaseUnavailable: (503, "Database unavailable", "database-unavailable"),
     errors.ProviderNotConfigured: (422, "Provider not configured", "provider-not-configured"),
 }
