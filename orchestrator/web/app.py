@@ -36,6 +36,7 @@ from orchestrator.store.repository import Store
 from orchestrator.web import cancellations, docs, keys, ops, schemas, ui, webhooks
 from orchestrator.web.access import access_log_middleware
 from orchestrator.web.auth import BUCKETS, bearer_auth_middleware, buckets
+from orchestrator.web.guards import READERS, OpsReaders, host_check_middleware
 from orchestrator.web.problems import problems_middleware
 from orchestrator.web.request_id import request_id_middleware
 from orchestrator.workers.callback_net import CallbackClient
@@ -83,10 +84,12 @@ def create_app(
             request_id_middleware,
             access_log_middleware,
             problems_middleware,
+            host_check_middleware(settings.allowed_host_names()),
             bearer_auth_middleware(settings),
         ],
     )
     app[BUCKETS] = buckets(settings)
+    app[READERS] = OpsReaders.from_settings(settings)
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock or SystemClock()
     app[keys.ACCOUNTS] = accounts or registry.accounts_from_settings(settings)

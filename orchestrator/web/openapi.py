@@ -491,6 +491,10 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
                         "422": _problem(
                             "`wait` is not 0-60, or another query parameter is invalid"
                         ),
+                        "429": _problem(
+                            "With `wait`: this instance holds ORCH_MAX_LONG_POLLS long polls"
+                            " already; ask again after Retry-After"
+                        ),
                         **_AUTH,
                         **_FORBIDDEN,
                         **_UNAVAILABLE,
@@ -600,6 +604,10 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
             "/readyz": {
                 "get": {
                     "summary": "Database reachable and its schema the code's",
+                    "description": "Without a token (where tokens are configured) only"
+                    " `status`; a `read` token or ORCH_METRICS_TOKEN adds the details"
+                    " (unserved accounts, the schema versions).",
+                    "security": _SECURITY,
                     "responses": {
                         "200": {"description": "ready"},
                         "503": {"description": "not ready"},
@@ -609,12 +617,19 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
-                    "responses": {"200": {"description": "text"}},
+                    "description": "Where tokens are configured, a `read` token or"
+                    " ORCH_METRICS_TOKEN (the scraper's own).",
+                    "security": _SECURITY,
+                    "responses": {"200": {"description": "text"}, **_AUTH, **_FORBIDDEN},
                 }
             },
             "/openapi.json": {
                 "get": {
                     "summary": "This description",
+                    "description": "Without a token (where tokens are configured), the"
+                    " description of any instance, naming no account and no callback host;"
+                    " a `read` token or ORCH_METRICS_TOKEN gets this instance's own.",
+                    "security": _SECURITY,
                     "responses": {"200": {"description": "json"}},
                 }
             },
