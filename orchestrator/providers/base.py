@@ -192,17 +192,17 @@ def segment(value: str) -> str:
 
 
 def request_url(base_url: str, path: str) -> URL | None:
-    """The URL of `base_url` + `path`, or None when normalising it would change the path (a
-    resource id of `.` or `..`, kept as is by `segment`, makes `cancel/..` another endpoint)
-    or a segment is empty (an empty id makes `cancel/` one). Enqueue refuses such ids; this
-    holds for rows stored before it did, and for any other way an id reaches an adapter."""
-    if "//" in path or path.endswith("/"):
+    """The URL of `base_url` + `path`, sent exactly as built (encoded: nothing re-quoted or
+    normalised on the way), or None when a segment of `path` is empty or decodes to `.` or
+    `..`: normalised by a client, a proxy or the provider, `cancel/..` is another endpoint
+    and `cancel/` (an empty id) one too. Enqueue refuses such ids; this holds for rows
+    stored before it did, and for any other way an id reaches an adapter."""
+    segments = path.split("/")
+    if segments[0] != "" or any(
+        urllib.parse.unquote(segment) in ("", ".", "..") for segment in segments[1:]
+    ):
         return None
-    url = URL(base_url + path)
-    expected = URL(base_url).raw_path.rstrip("/") + path
-    if url.raw_path != expected or url.raw_query_string or url.raw_fragment:
-        return None
-    return url
+    return URL(str(URL(base_url)).rstrip("/") + path, encoded=True)
 
 
 def unsafe_path(method: str, path: str) -> Settled:

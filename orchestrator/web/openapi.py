@@ -202,15 +202,51 @@ def _action(summary: str, operation_id: str, done: str) -> dict[str, Any]:
 #: What `storable` (service/inputs.py) lets into a free-form object (metadata, params): any
 #: nesting, and numbers within the 64-bit integer range, floats included, since JSON Schema
 #: cannot tell 1e30 from a 31-digit integer and our encoder holds no integer beyond it.
+#: What each provider's webhook must carry to be read at all (the adapters' parse_webhook);
+#: the signature decides the rest (401).
+_WEBHOOK_EVENTS: dict[str, Any] = {
+    "DropboxSignEvent": {
+        "type": "object",
+        "description": "A Dropbox Sign callback: `event` with its time, type and hash",
+        "required": ["event"],
+        "properties": {
+            "event": {
+                "type": "object",
+                "required": ["event_time", "event_type", "event_hash"],
+                "properties": {
+                    name: {"type": "string", "minLength": 1}
+                    for name in ("event_time", "event_type", "event_hash")
+                },
+            }
+        },
+    },
+    "TrutoEvent": {
+        "type": "object",
+        "description": "A Truto webhook: its `id` and `created_at`",
+        "required": ["id", "created_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "created_at": {"type": ["string", "number"]},
+        },
+    },
+}
+
+#: PostgreSQL's text and jsonb hold no U+0000, so neither a string nor a key may carry one.
+_NO_NUL = r"^[^\u0000]*$"
 _JSON_VALUE = {
-    "description": "Any JSON value: numbers within the 64-bit integer range",
+    "description": "Any JSON value: numbers within the 64-bit integer range, no U+0000 in a"
+    " string or a key",
     "anyOf": [
-        {"type": "string"},
+        {"type": "string", "pattern": _NO_NUL},
         {"type": "boolean"},
         {"type": "null"},
         {"type": "number", "minimum": -(2**63), "maximum": 2**63 - 1},
         {"type": "array", "items": _ref("JsonValue")},
-        {"type": "object", "additionalProperties": _ref("JsonValue")},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": _NO_NUL},
+            "additionalProperties": _ref("JsonValue"),
+        },
     ],
 }
 
@@ -220,6 +256,7 @@ def _free_form_values(schema: dict[str, Any]) -> None:
     for prop in schema.get("properties", {}).values():
         if prop.get("type") == "object" and prop.get("additionalProperties") is True:
             prop["additionalProperties"] = _ref("JsonValue")
+            prop["propertyNames"] = {"pattern": _NO_NUL}
 
 
 #: One realistic enqueue per provider: for readers, and for schemathesis's examples phase.
@@ -362,6 +399,7 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
     list_query = components.pop("ListQuery")
     events_query = components.pop("EventsQuery")
     components["JsonValue"] = _JSON_VALUE
+    components.update(_WEBHOOK_EVENTS)
     for model in params_models:
         _free_form_values(components[model.__name__])
     components["ActionRequest"]["examples"] = [{"reason": "signed on paper; nothing to cancel"}]
@@ -563,10 +601,13 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
                     "requestBody": {
                         "required": True,
                         "description": "The provider's own event format, signed by it (Dropbox"
-                        " Sign: event.event_hash; Truto: X-Truto-Signature)",
+                        " Sign: event.event_hash; Truto: X-Truto-Signature). Which format is"
+                        " read depends on `provider`: /webhooks/dropbox_sign and"
+                        " /webhooks/hellosign take a Dropbox Sign event (anything else is"
+                        " 400), /webhooks/truto a Truto event, and /webhooks/aptly none (404).",
                         "content": {
                             "application/json": {
-                                "schema": {"type": "object", "additionalProperties": True}
+                                "schema": {"anyOf": [_ref("DropboxSignEvent"), _ref("TrutoEvent")]}
                             },
                             "multipart/form-data": {
                                 "schema": {
@@ -576,6 +617,7 @@ def _build(served: tuple[str, ...] | None, callbacks: CallbackPolicy | None) -> 
                                         "json": {
                                             "type": "string",
                                             "contentMediaType": "application/json",
+                                            "contentSchema": _ref("DropboxSignEvent"),
                                             "description": "Dropbox Sign's default: the event"
                                             " JSON in a form field",
                                         }

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -112,3 +114,56 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached in {timeout_s}s (last: {value!r})")
         await asyncio.sleep(interval_s)
+
+
+#: What the wheel is built from (the Dockerfile's build stage copies the same).
+WHEEL_SOURCES = ["pyproject.toml", "README.md", "orchestrator", "migrations"]
+
+
+def run_checked(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{command}: {result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def install_wheel(repo_root: Path, work: Path) -> Path:
+    """bin/ of a fresh venv in `work` holding only the wheel built from the repository, not
+    editable. Offline: the dependencies come from this venv through a .pth file."""
+    source = work / "source"
+    source.mkdir(parents=True)
+    for name in WHEEL_SOURCES:
+        path = repo_root / name
+        if path.is_dir():
+            # symlinks=True keeps orchestrator/migrations a link, as git checks it out.
+            shutil.copytree(
+                path, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(path, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    run_checked(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", "dist", str(source)],
+        work,
+    )
+    (wheel,) = (work / "dist").glob("orchestrator-*.whl")
+    venv = work / "venv"
+    run_checked([sys.executable, "-m", "venv", "--without-pip", str(venv)], work)
+    python = venv / "bin" / "python"
+    run_checked(
+        [*pip, "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        work,
+    )
+    purelib = run_checked(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], work
+    )
+    Path(purelib.strip(), "suite-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    return venv / "bin"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without anything that would put the sources on the path."""
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    return {**env, **extra}

@@ -10,10 +10,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import os
-import shutil
-import subprocess
-import sys
-import sysconfig
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,26 +20,24 @@ import pytest
 from orchestrator.simulator.app import SimulatorServer
 from orchestrator.store import migrations
 from tests.conftest import _admin, with_database
-from tests.integration.processes import ServiceProcess, wait_for
+from tests.integration.processes import (
+    ServiceProcess,
+    clean_env,
+    install_wheel,
+    run_checked,
+    wait_for,
+)
 from tests.tokens import entry, token
 
 TOKEN = token("wheel")
 TOKENS = entry("wheel")
-SOURCES = ["pyproject.toml", "README.md", "orchestrator", "migrations"]
 
 
 def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, f"{command}: {result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The suite's environment without anything that would put the sources on the path."""
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
-    return {**env, **extra}
+    try:
+        return run_checked(command, cwd, env)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -53,36 +47,12 @@ def installed(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     if tuple(int(part) for part in setuptools.split(".")[:2]) < (70, 1):
         pytest.fail(f"setuptools {setuptools} cannot build the wheel offline: run make install")
     work = tmp_path_factory.mktemp("wheel")
-    source = work / "source"
-    source.mkdir()
-    for name in SOURCES:
-        path = repo_root / name
-        if path.is_dir():
-            # symlinks=True keeps orchestrator/migrations a link, as git checks it out.
-            shutil.copytree(
-                path, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
-            )
-        else:
-            shutil.copy2(path, source / name)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", "dist", str(source)], work)
-    (wheel,) = (work / "dist").glob("orchestrator-*.whl")
-
-    venv = work / "venv"
-    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], work)
-    python = venv / "bin" / "python"
-    run(
-        [*pip, "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
-        work,
+    bin_dir = install_wheel(repo_root, work)
+    where = run(
+        [str(bin_dir / "python"), "-c", "import orchestrator; print(orchestrator.__file__)"], work
     )
-    purelib = run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], work
-    )
-    Path(purelib.strip(), "suite-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
-
-    where = run([str(python), "-c", "import orchestrator; print(orchestrator.__file__)"], work)
-    assert Path(where.strip()).is_relative_to(venv), where
-    return venv / "bin"
+    assert Path(where.strip()).is_relative_to(work / "venv"), where
+    return bin_dir
 
 
 @pytest.fixture
