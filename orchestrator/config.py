@@ -310,6 +310,7 @@ class Settings(BaseSettings):
                 " addresses are all public"
             )
         return self
+
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _split_allowed_hosts(cls, value: object) -> object:

@@ -11,9 +11,10 @@ from aiohttp.test_utils import TestClient
 
 from orchestrator.web.app import create_app
 from tests.integration.conftest import AiohttpClient, Harness, make_settings
+from tests.tokens import entry, token
 
-READ = "r" * 40
-ENQUEUE = "e" * 40
+READ = token("reader")
+ENQUEUE = token("enqueuer")
 SCRAPER = "m" * 40
 
 
@@ -83,7 +84,7 @@ async def guarded(
     settings = make_settings(
         harness.sim_server,
         dsn,
-        api_tokens=f"{READ}:read,{ENQUEUE}:enqueue",
+        api_tokens=f"{entry('reader', 'read')},{entry('enqueuer', 'enqueue')}",
         metrics_token=SCRAPER,
         callback_secret="whsec_" + "c2VjcmV0LWtleS1vZi10d2VudHktZm91ci1ieXRlcw==",
         callback_hosts="hooks.internal.example",
@@ -127,8 +128,8 @@ async def test_readiness_without_a_token_is_only_ready_or_not(
     assert await bare.json() == {"status": "ready"}
     wrong = await client.get("/readyz", headers=bearer(ENQUEUE))
     assert await wrong.json() == {"status": "ready"}
-    for token in (READ, SCRAPER):
-        detailed = await (await client.get("/readyz", headers=bearer(token))).json()
+    for reader in (READ, SCRAPER):
+        detailed = await (await client.get("/readyz", headers=bearer(reader))).json()
         assert detailed["unserved_accounts"] == {"dropbox_sign:emea-payroll": 1}
     assert (await client.get("/healthz")).status == 200
 
@@ -144,8 +145,8 @@ async def test_openapi_without_a_token_names_no_account_and_no_callback_host(
     enqueue = (await public.json())["components"]["schemas"]["CancellationIn_dropbox_sign"]
     assert "enum" not in enqueue["properties"]["account"]
 
-    for token in (READ, SCRAPER):
-        own = await (await client.get("/openapi.json", headers=bearer(token))).json()
+    for reader in (READ, SCRAPER):
+        own = await (await client.get("/openapi.json", headers=bearer(reader))).json()
         enqueue = own["components"]["schemas"]["CancellationIn_dropbox_sign"]
         assert enqueue["properties"]["account"]["enum"] == ["default"]
 

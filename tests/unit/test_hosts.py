@@ -43,7 +43,7 @@ def test_a_listed_name_matches_any_port_and_a_listed_name_port_only_that_port() 
 
 def test_a_star_allows_any_host_and_beyond_loopback_without_a_list_any_host_is_answered() -> None:
     assert load_settings(allowed_hosts="*").allowed_host_names() is None
-    beyond = load_settings(host="0.0.0.0", api_tokens="t" * 40)
+    beyond = load_settings(host="0.0.0.0", api_tokens="t" * 40 + ";name=ops")
     assert beyond.allowed_host_names() is None
     assert host_allowed("evil.example", beyond.allowed_host_names())
 
