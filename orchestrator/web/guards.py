@@ -18,6 +18,12 @@ from orchestrator import errors
 from orchestrator.config import Settings, host_allowed
 from orchestrator.web import auth
 
+#: Probes answer whatever the Host: an orchestrator's liveness and readiness probes (Kubernetes
+#: sends the pod's address) must not fail once ORCH_ALLOWED_HOSTS is set. They say only ok or
+#: ready under a Host that is not listed (HOST_LISTED), so a rebound name learns nothing.
+PROBES = frozenset({"/healthz", "/readyz"})
+HOST_LISTED = web.RequestKey("host_listed", bool)
+
 
 def host_check_middleware(allowed: frozenset[str] | None) -> Any:
     """421 for a request whose Host is not one of `allowed` (None: any). Webhooks too: the
@@ -26,7 +32,8 @@ def host_check_middleware(allowed: frozenset[str] | None) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         host = request.headers.get("Host", "")
-        if not host_allowed(host, allowed):
+        request[HOST_LISTED] = listed = host_allowed(host, allowed)
+        if not listed and request.path not in PROBES:
             raise errors.MisdirectedRequest(
                 f"this service does not answer to the host {host[:255]!r}"
                 " (ORCH_ALLOWED_HOSTS lists the names it does)"
@@ -81,6 +88,8 @@ class OpsReaders:
             )
 
     def allows(self, request: web.Request) -> bool:
+        if not request.get(HOST_LISTED, True):
+            return False
         try:
             self.check(request)
         except (errors.Unauthorized, errors.Forbidden):

@@ -25,9 +25,7 @@ def bearer(token: str) -> dict[str, str]:
 # --- Host -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "path", ["/v1/stats", "/healthz", "/readyz", "/metrics", "/openapi.json", "/ui/"]
-)
+@pytest.mark.parametrize("path", ["/v1/stats", "/metrics", "/openapi.json", "/ui/"])
 async def test_a_rebound_name_gets_421_from_a_tokenless_loopback_service(
     harness: Harness, path: str
 ) -> None:
@@ -37,6 +35,19 @@ async def test_a_rebound_name_gets_421_from_a_tokenless_loopback_service(
     assert response.status == 421
     assert response.headers["Content-Type"] == "application/problem+json"
     assert "ORCH_ALLOWED_HOSTS" in (await response.json())["detail"]
+
+
+async def test_probes_answer_any_host_but_say_only_ready_to_an_unlisted_one(
+    harness: Harness,
+) -> None:
+    """Kubernetes probes send the pod's address as Host: they must not get 421, and a rebound
+    name learns no more from /readyz than ready or not."""
+    pod = {"Host": "10.1.2.3:8080"}
+    assert (await harness.client.get("/healthz", headers=pod)).status == 200
+    ready = await harness.client.get("/readyz", headers=pod)
+    assert (ready.status, await ready.json()) == (200, {"status": "ready"})
+    listed = await (await harness.client.get("/readyz")).json()
+    assert set(listed) > {"status"}  # the details, to a listed Host (no tokens configured)
 
 
 async def test_a_webhook_to_a_rebound_name_gets_421_and_stores_nothing(
@@ -72,7 +83,7 @@ async def test_orch_allowed_hosts_replaces_the_loopback_names(
 ) -> None:
     settings = make_settings(harness.sim_server, dsn, allowed_hosts=allowed)
     client = await aiohttp_client(create_app(settings, dsn, run_workers=False))
-    assert (await client.get("/healthz", headers={"Host": host})).status == status
+    assert (await client.get("/v1/stats", headers={"Host": host})).status == status
 
 
 # --- /metrics, /readyz, /openapi.json -------------------------------------------------------
