@@ -389,8 +389,9 @@ async def measure_retention(dsn: str, rounds: int) -> dict[str, Any]:
     the plan of the delete; then a round with nothing left to delete.
 
     The rounds run one after another without a VACUUM between them, as the sweeper's would
-    between two runs of autovacuum. Each deleted row takes its history with it (ON DELETE
-    CASCADE) and the inbox event it used; old unused inbox events go in the same call.
+    between two runs of autovacuum. Each deleted row takes its history with it (deleted by the
+    same statement since 0011; before, ON DELETE CASCADE) and the inbox event it used; old
+    unused inbox events go in the same call.
     """
     pool = await db.create_pool(dsn, 8)
     conn = await asyncpg.connect(dsn)
@@ -430,8 +431,8 @@ async def measure_retention(dsn: str, rounds: int) -> dict[str, Any]:
     try:
         await pool.fetchval("SELECT 1")  # a warm connection, as in a running service
         cutoff = datetime.now(UTC) - timedelta(seconds=RETENTION_S)
-        # Run for real (the cascade's triggers and all), rolled back; first, while every
-        # expired row is still there.
+        # Run for real (triggers and all), rolled back; first, while every expired row is
+        # still there.
         plan = await explain(conn, QUERIES["delete_expired_cancellations"], cutoff, RETENTION_BATCH)
         inbox_plan = await explain(
             conn, QUERIES["delete_unused_inbox_events"], cutoff, RETENTION_BATCH

@@ -32,7 +32,8 @@ CREATE TABLE public.cancellations (
     callback_receiver text,
     CONSTRAINT cancellations_confirmed_via_check CHECK ((confirmed_via = ANY (ARRAY['webhook'::text, 'provider_response'::text, 'reconciliation'::text]))),
     CONSTRAINT cancellations_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'awaiting_confirmation'::text, 'confirmed'::text, 'failed'::text])))
-);
+)
+WITH (fillfactor='80', autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_insert_scale_factor='0.02', autovacuum_vacuum_insert_threshold='1000', autovacuum_analyze_scale_factor='0.02', autovacuum_analyze_threshold='1000', autovacuum_vacuum_cost_delay='0');
 
 CREATE FUNCTION public.apply_attempt_decision(p_id uuid, p_version bigint, p_from text, p_now timestamp with time zone, p_decision jsonb, p_submitted boolean) RETURNS SETOF public.cancellations
     LANGUAGE plpgsql
@@ -400,7 +401,8 @@ CREATE TABLE public.account_budgets (
     tokens double precision NOT NULL,
     refilled_at timestamp with time zone NOT NULL,
     paused_until timestamp with time zone
-);
+)
+WITH (fillfactor='50', autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='200', autovacuum_analyze_scale_factor='0', autovacuum_analyze_threshold='200', autovacuum_vacuum_cost_delay='0');
 
 CREATE FUNCTION public.refill_budget(p_account text, p_per_min double precision, p_now timestamp with time zone) RETURNS public.account_budgets
     LANGUAGE plpgsql
@@ -483,7 +485,8 @@ CREATE TABLE public.callback_deliveries (
     lease_owner text,
     finished_at timestamp with time zone,
     CONSTRAINT callback_deliveries_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'delivered'::text, 'gave_up'::text])))
-);
+)
+WITH (fillfactor='80', autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='200', autovacuum_vacuum_insert_scale_factor='0.02', autovacuum_vacuum_insert_threshold='200', autovacuum_analyze_scale_factor='0.02', autovacuum_analyze_threshold='200', autovacuum_vacuum_cost_delay='0');
 
 CREATE TABLE public.cancellation_counts (
     status text NOT NULL,
@@ -524,7 +527,8 @@ CREATE TABLE public.webhook_inbox (
     received_at timestamp with time zone NOT NULL,
     processed_at timestamp with time zone,
     cancellation_id uuid
-);
+)
+WITH (autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_insert_scale_factor='0.02', autovacuum_vacuum_insert_threshold='1000', autovacuum_analyze_scale_factor='0.02', autovacuum_analyze_threshold='1000', autovacuum_vacuum_cost_delay='0');
 
 ALTER TABLE public.webhook_inbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     SEQUENCE NAME public.webhook_inbox_id_seq
@@ -609,15 +613,3 @@ CREATE INDEX webhook_inbox_unused ON public.webhook_inbox USING btree (received_
 CREATE TRIGGER callback_on_terminal AFTER UPDATE OF status ON public.cancellations FOR EACH ROW WHEN (((new.callback_url IS NOT NULL) AND (new.status = ANY (ARRAY['confirmed'::text, 'failed'::text])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION public.record_callback_delivery();
 
 CREATE TRIGGER cancellation_changed AFTER UPDATE OF version ON public.cancellations FOR EACH ROW WHEN ((old.version IS DISTINCT FROM new.version)) EXECUTE FUNCTION public.notify_cancellation_changed();
-
-ALTER TABLE ONLY public.callback_attempts
-    ADD CONSTRAINT callback_attempts_cancellation_id_fkey FOREIGN KEY (cancellation_id) REFERENCES public.cancellations(id) ON DELETE CASCADE;
-
-ALTER TABLE ONLY public.callback_attempts
-    ADD CONSTRAINT callback_attempts_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.callback_deliveries(id) ON DELETE CASCADE;
-
-ALTER TABLE ONLY public.callback_deliveries
-    ADD CONSTRAINT callback_deliveries_cancellation_id_fkey FOREIGN KEY (cancellation_id) REFERENCES public.cancellations(id) ON DELETE CASCADE;
-
-ALTER TABLE ONLY public.cancellation_events
-    ADD CONSTRAINT cancellation_events_cancellation_id_fkey FOREIGN KEY (cancellation_id) REFERENCES public.cancellations(id) ON DELETE CASCADE;

@@ -283,8 +283,10 @@ SELECT 1;
 SELECT clock_timestamp();
 
 -- name: delete_expired_cancellations
--- Retention: up to $2 terminal cancellations that ended before $1, with their history
--- (ON DELETE CASCADE) and the inbox events they used; their terminal counters go down too.
+-- Retention: up to $2 terminal cancellations that ended before $1, with their history,
+-- their callback deliveries and attempts, and the inbox events they used; their terminal
+-- counters go down too. No foreign key cascades (0011): each table is deleted from here, by
+-- its cancellation_id index, for the whole batch at once.
 -- One whose completion callback is still pending (neither delivered nor given up) is kept
 -- until it is, however long ago it ended: deleting it would delete the delivery with it.
 WITH doomed AS (
@@ -298,8 +300,16 @@ WITH doomed AS (
 ), deleted AS (
     DELETE FROM cancellations c USING doomed WHERE c.id = doomed.id
     RETURNING c.id, c.status
+), ids AS (
+    SELECT array_agg(id) AS ids FROM deleted
+), history AS (
+    DELETE FROM cancellation_events e USING ids WHERE e.cancellation_id = ANY (ids.ids)
+), attempts AS (
+    DELETE FROM callback_attempts a USING ids WHERE a.cancellation_id = ANY (ids.ids)
+), deliveries AS (
+    DELETE FROM callback_deliveries d USING ids WHERE d.cancellation_id = ANY (ids.ids)
 ), inbox AS (
-    DELETE FROM webhook_inbox w USING deleted WHERE w.cancellation_id = deleted.id
+    DELETE FROM webhook_inbox w USING ids WHERE w.cancellation_id = ANY (ids.ids)
 ), counted AS (
     INSERT INTO cancellation_counts AS k (status, shard, n)
     SELECT status, pg_backend_pid(), -count(*) FROM deleted GROUP BY status

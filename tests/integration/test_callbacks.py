@@ -13,6 +13,7 @@ import re
 import secrets
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from orchestrator.web import keys
 from orchestrator.web.app import create_app
 from orchestrator.workers.callbacks import CallbackReport, CallbackSender
 from tests.integration.conftest import AiohttpClient, Harness, make_settings
+from tests.integration.test_trust import callback, key, post_callback, until_terminal
 from tests.tokens import entry, token
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -536,6 +538,61 @@ async def test_retention_keeps_a_cancellation_until_its_callback_is_done(
     assert (await harness.sweep()).deleted == 1
     assert (await harness.client.get(f"/v1/cancellations/{refused['id']}")).status == 404
     assert await db.fetchval("SELECT count(*) FROM callback_deliveries") == 0
+
+
+ROWS_OF = """
+SELECT (SELECT count(*) FROM cancellation_events WHERE cancellation_id = ANY($1)) AS events,
+       (SELECT count(*) FROM callback_deliveries WHERE cancellation_id = ANY($1)) AS deliveries,
+       (SELECT count(*) FROM callback_attempts WHERE cancellation_id = ANY($1)) AS attempts,
+       (SELECT count(*) FROM webhook_inbox WHERE cancellation_id = ANY($1)) AS inbox
+"""
+ORPHANS = """
+SELECT (SELECT count(*) FROM cancellation_events e
+        WHERE NOT EXISTS (SELECT 1 FROM cancellations c WHERE c.id = e.cancellation_id))
+       + (SELECT count(*) FROM callback_deliveries d
+          WHERE NOT EXISTS (SELECT 1 FROM cancellations c WHERE c.id = d.cancellation_id))
+       + (SELECT count(*) FROM callback_attempts a
+          WHERE NOT EXISTS (SELECT 1 FROM cancellations c WHERE c.id = a.cancellation_id)
+             OR NOT EXISTS (SELECT 1 FROM callback_deliveries d WHERE d.id = a.delivery_id))
+       + (SELECT count(*) FROM webhook_inbox w
+          WHERE w.cancellation_id IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM cancellations c WHERE c.id = w.cancellation_id))
+"""
+
+
+async def test_a_retention_round_leaves_no_row_of_a_deleted_cancellation(
+    harness: Harness, receiver: Receiver, db: asyncpg.Connection
+) -> None:
+    """No foreign key cascades since 0011: retention deletes a cancellation's history, its
+    callback delivery and attempts and the inbox events it used itself, in one statement.
+    After a round nothing is left of what it deleted, and what it kept keeps every row."""
+    harness.app[keys.SWEEPER].retention_s = 600
+    old = [
+        await harness.enqueue(f"sr-cb-orphan-{i}", callback_url=receiver.url()) for i in range(3)
+    ]
+    # A signed callback for the first, before its attempt: an inbox event used by it.
+    now = harness.clock.now().timestamp()
+    form = callback("sr-cb-orphan-0", key(harness), now, "signature_request_canceled")
+    assert await post_callback(harness, form) == 200
+    await harness.dispatch()
+    assert all([(await until_terminal(harness, c["id"]))["status"] == "confirmed" for c in old])
+    assert await deliver(harness) == CallbackReport(delivered=3)
+    harness.advance(601)
+    kept = await harness.enqueue("sr-cb-orphan-kept", callback_url=receiver.url())
+    await abandon(harness, kept["id"])
+    assert await deliver(harness) == CallbackReport(delivered=1)
+
+    old_ids = [uuid.UUID(c["id"]) for c in old]
+    kept_ids = [uuid.UUID(kept["id"])]
+    before = dict(await db.fetchrow(ROWS_OF, old_ids))
+    assert all(before.values()), before  # every table has rows to delete: not vacuous
+    kept_before = dict(await db.fetchrow(ROWS_OF, kept_ids))
+
+    assert (await harness.sweep()).deleted == 3
+    assert dict(await db.fetchrow(ROWS_OF, old_ids)) == dict.fromkeys(before, 0)
+    assert await db.fetchval(ORPHANS) == 0
+    assert dict(await db.fetchrow(ROWS_OF, kept_ids)) == kept_before
+    assert (await harness.get(kept["id"]))["status"] == "failed"
 
 
 # --- one secret per receiver (issue 16, item 6) -----------------------------------------------
