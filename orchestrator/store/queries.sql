@@ -285,7 +285,7 @@ SELECT clock_timestamp();
 -- name: delete_expired_cancellations
 -- Retention: up to $2 terminal cancellations that ended before $1, with their history,
 -- their callback deliveries and attempts, and the inbox events they used; their terminal
--- counters go down too. No foreign key cascades (0011): each table is deleted from here, by
+-- counters go down too. No foreign key cascades (0010): each table is deleted from here, by
 -- its cancellation_id index, for the whole batch at once.
 -- One whose completion callback is still pending (neither delivered nor given up) is kept
 -- until it is, however long ago it ended: deleting it would delete the delivery with it.

@@ -88,7 +88,7 @@ def test_bench_runs_every_phase_at_a_tiny_size(tmp_path: Path) -> None:
         assert sum(r["inbox_deleted"] for r in done) > 0
         assert all(r["deleted"] == 0 and r["wal_bytes"] == 0 for r in kept["idle_rounds"])
         assert "cancellations_terminal_at" in kept["plan"]
-        # The history goes in the same statement (0011), with no cascade.
+        # The history goes in the same statement (0010), with no cascade.
         assert "Delete on cancellation_events" in kept["plan"]
         assert "fkey" not in kept["plan"]
     # The claim, each way: one transaction and one round trip per claim of 32.

@@ -563,7 +563,7 @@ SELECT (SELECT count(*) FROM cancellation_events e
 async def test_a_retention_round_leaves_no_row_of_a_deleted_cancellation(
     harness: Harness, receiver: Receiver, db: asyncpg.Connection
 ) -> None:
-    """No foreign key cascades since 0011: retention deletes a cancellation's history, its
+    """No foreign key cascades since 0010: retention deletes a cancellation's history, its
     callback delivery and attempts and the inbox events it used itself, in one statement.
     After a round nothing is left of what it deleted, and what it kept keeps every row."""
     harness.app[keys.SWEEPER].retention_s = 600
