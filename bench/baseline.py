@@ -5,6 +5,10 @@ FOR UPDATE SKIP LOCKED, one UPDATE per claimed batch for the provider's answers,
 UPDATE per callback (verified and parsed like the real thing). No history, no retries, no
 fencing, no idempotency keys, no inbox, no validation beyond the two fields it needs.
 
+With --naive it is issue 18's "naive hand-written aiohttp + asyncpg service doing the same
+work (one table, three statements per cancel)": the same, but one UPDATE per provider answer
+instead of one per claimed batch.
+
 It exists only so the benchmark can say how far the product is from what the stack allows;
 the product never imports it. Run by bench/run.py as its own process:
 
@@ -61,6 +65,11 @@ ANSWERED = """
 UPDATE baseline_cancellations c SET status = a.status
 FROM unnest($1::uuid[], $2::text[]) AS a (id, status)
 WHERE c.id = a.id AND c.status = 'sending'
+"""
+
+# --naive: one UPDATE per answer instead of one per claimed batch.
+ANSWERED_ONE = """
+UPDATE baseline_cancellations SET status = $2 WHERE id = $1 AND status = 'sending'
 """
 
 CONFIRM = """
@@ -130,6 +139,13 @@ async def send_batch(app: web.Application, rows: list[asyncpg.Record]) -> None:
         except (aiohttp.ClientError, TimeoutError):
             return "failed"
 
+    if args.naive:
+
+        async def cancel_and_write(row: asyncpg.Record) -> None:
+            await app[POOL].execute(ANSWERED_ONE, row["id"], await cancel(row["resource_id"]))
+
+        await asyncio.gather(*(cancel_and_write(r) for r in rows))
+        return
     statuses = await asyncio.gather(*(cancel(r["resource_id"]) for r in rows))
     await app[POOL].execute(ANSWERED, [r["id"] for r in rows], list(statuses))
 
@@ -196,6 +212,12 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=8)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--naive",
+        action="store_true",
+        help="issue 18's naive service: one UPDATE per provider answer, so three statements"
+        " per cancel (INSERT, UPDATE on the answer, UPDATE on the callback) plus the claims",
+    )
     args = parser.parse_args()
     # run_app turns SIGTERM into a graceful stop.
     web.run_app(

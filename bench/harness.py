@@ -102,6 +102,9 @@ class PgCounters:
     xact_rollback: int
     tup_inserted: int
     tup_updated: int
+    tup_fetched: int
+    tup_returned: int
+    tup_deleted: int
     wal_bytes: int
     wal_records: int
     lsn: str
@@ -112,6 +115,9 @@ class PgCounters:
             "xact_rollback": self.xact_rollback - before.xact_rollback,
             "tup_inserted": self.tup_inserted - before.tup_inserted,
             "tup_updated": self.tup_updated - before.tup_updated,
+            "tup_fetched": self.tup_fetched - before.tup_fetched,
+            "tup_returned": self.tup_returned - before.tup_returned,
+            "tup_deleted": self.tup_deleted - before.tup_deleted,
             "wal_bytes": self.wal_bytes - before.wal_bytes,
             "wal_records": self.wal_records - before.wal_records,
             "wal_lsn_bytes": wal_lsn_bytes,
@@ -172,6 +178,13 @@ class Postgres:
             await conn.close()
         return self.database(name)
 
+    async def drop_database(self, name: str) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
     async def settings(self) -> dict[str, str]:
         conn = await asyncpg.connect(self.dsn)
         try:
@@ -197,8 +210,8 @@ class Postgres:
         conn = await asyncpg.connect(self.dsn)
         try:
             db = await conn.fetchrow(
-                "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated"
-                " FROM pg_stat_database WHERE datname = $1",
+                "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_fetched,"
+                " tup_returned, tup_deleted FROM pg_stat_database WHERE datname = $1",
                 database,
             )
             wal = await conn.fetchrow("SELECT wal_bytes, wal_records FROM pg_stat_wal")
@@ -211,6 +224,9 @@ class Postgres:
             int(db["xact_rollback"]),
             int(db["tup_inserted"]),
             int(db["tup_updated"]),
+            int(db["tup_fetched"]),
+            int(db["tup_returned"]),
+            int(db["tup_deleted"]),
             int(wal["wal_bytes"]),
             int(wal["wal_records"]),
             str(lsn),

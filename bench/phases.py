@@ -108,6 +108,21 @@ class Run:
         )
 
     def baseline(self, dsn: str, port: int, provider_url: str, env: dict[str, str]) -> Child:
+        return self._baseline("baseline", dsn, port, provider_url, env)
+
+    def naive(self, dsn: str, port: int, provider_url: str, env: dict[str, str]) -> Child:
+        """Issue 18's naive service: the baseline with one UPDATE per provider answer."""
+        return self._baseline("naive", dsn, port, provider_url, env, ["--naive"])
+
+    def _baseline(
+        self,
+        name: str,
+        dsn: str,
+        port: int,
+        provider_url: str,
+        env: dict[str, str],
+        extra: list[str] | None = None,
+    ) -> Child:
         argv = [
             sys.executable,
             str(Path(__file__).with_name("baseline.py")),
@@ -122,13 +137,14 @@ class Run:
         ]
         if "ORCH_HTTP_TIMEOUT_S" in env:
             argv += ["--provider-timeout", env["ORCH_HTTP_TIMEOUT_S"]]
-        return self.child(f"baseline-{port}", argv, clean_env({}))
+        return self.child(f"{name}-{port}", argv + (extra or []), clean_env({}))
 
-    def impls(self) -> list[Impl]:
+    def impls(self, naive: bool = False) -> list[Impl]:
+        """The service and the lean baseline; with `naive`, issue 18's naive service too."""
         return [
             Impl("service", "cancellations", self.service),
             Impl("baseline", "baseline_cancellations", self.baseline),
-        ]
+        ] + ([Impl("naive", "baseline_cancellations", self.naive)] if naive else [])
 
     # --- the simulator ----------------------------------------------------------------
 
@@ -424,6 +440,11 @@ async def e2e_phase(
 
     (result, done), cpu = await _costs(run, child, block)
     pg = await _stop_and_count(run, child, db, before, extra_xacts=polls)
+    # The polls read the table too: what one costs now (every row terminal, so an upper
+    # bound) comes off the tuples counted, so they are the implementation's own.
+    poll_cost = await _poll_cost(run, db, terminal_sql)
+    for key, per_poll in poll_cost.items():
+        pg[key] = max(0, pg[key] - round(per_poll * polls))
     if profiler is not None and profiler.proc is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             await asyncio.to_thread(profiler.proc.wait, 60)
@@ -469,11 +490,18 @@ async def e2e_phase(
         "cpu_ms_per_cancel": _per(cpu["cpu_s"], count, 1000),
         "cpu_s_per_1000": _per(cpu["cpu_s"], count, 1000),
         "pg_cpu_s_per_1000": _per(cpu["pg_cpu_s"], count, 1000),
+        "total_cpu_s_per_1000": _per(cpu["cpu_s"] + cpu["pg_cpu_s"], count, 1000),
         "sim_cpu_s_per_1000": _per(cpu["sim_cpu_s"], count, 1000),
         "loadgen_cpu_s_per_1000": _per(cpu["loadgen_cpu_s"], count, 1000),
         "peak_rss_mb": round(cpu["peak_rss_bytes"] / 2**20, 1),
         "hwm_rss_mb": round(cpu["hwm_rss_bytes"] / 2**20, 1),
         "xacts_per_cancel": _per(pg["xact_commit"], count),
+        "tup_inserted_per_cancel": _per(pg["tup_inserted"], count),
+        "tup_updated_per_cancel": _per(pg["tup_updated"], count),
+        "tup_fetched_per_cancel": _per(pg["tup_fetched"], count),
+        "tup_returned_per_cancel": _per(pg["tup_returned"], count),
+        "polls": polls,
+        "poll_cost": poll_cost,
         "wal_bytes_per_cancel": _per(pg["wal_bytes"], count),
         "wal_lsn_bytes_per_cancel": _per(pg["wal_lsn_bytes"], count),
         "history_rows": history,
@@ -485,6 +513,23 @@ async def e2e_phase(
         },
         "cpu": {k: round(v, 3) for k, v in cpu.items()},
         "pg": pg,
+    }
+
+
+async def _poll_cost(run: Run, db: str, sql: str, times: int = 20) -> dict[str, float]:
+    """Tuples fetched and returned by one run of the end-to-end phase's poll."""
+    before = await run.pg.counters(db)
+    conn = await asyncpg.connect(run.pg.database(db))
+    try:
+        for _ in range(times):
+            await conn.fetchval(sql)
+    finally:
+        await conn.close()
+    await asyncio.sleep(0.3)
+    after = await run.pg.counters(db)
+    return {
+        key: (getattr(after, key) - getattr(before, key)) / times
+        for key in ("tup_fetched", "tup_returned")
     }
 
 
@@ -618,3 +663,36 @@ async def _pgbench(run: Run, db: str, seconds: int, clients: int, sql: str) -> d
         "pg_cpu_ms_per_xact": _per(used, xacts, 1000),
         "wal_bytes_per_xact": _per(after.wal_bytes - before.wal_bytes, xacts),
     }
+
+
+# --- 6: rounds at scale (issue 18) ------------------------------------------------------
+
+
+async def scale_phase(
+    run: Run,
+    rows: int,
+    backlog: int,
+    expired: int,
+    stats_rounds: int,
+    retention_rounds: int,
+    sweep_rounds: int,
+    claims: int,
+) -> dict[str, Any]:
+    """Claim, sweep, retention and /v1/stats rounds in a table of `rows` (bench/scale.py);
+    the database is dropped afterwards, so ten million rows do not stay on the disk."""
+    import scale
+
+    db = f"bench_scale_{rows}"
+    dsn = await run.pg.create_database(db)
+    try:
+        other = OtherLoad(run.pg.postmaster_pid)
+        loaded = await scale.load(dsn, rows, backlog, expired)
+        loaded["build_other_load_pct"] = round(100 * other.share(), 1)
+        load_avg = os.getloadavg()
+        other = OtherLoad(run.pg.postmaster_pid)
+        measured = await scale.measure(dsn, stats_rounds, retention_rounds, sweep_rounds, claims)
+        measured["other_load_pct"] = round(100 * other.share(), 1)
+        measured["load_average"] = [round(x, 2) for x in (*load_avg, *os.getloadavg())]
+    finally:
+        await run.pg.drop_database(db)
+    return {**loaded, **measured}

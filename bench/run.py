@@ -17,6 +17,7 @@ import asyncio
 import datetime
 import json
 import logging
+import os
 import signal
 import statistics
 import sys
@@ -47,6 +48,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=100, help="items per batch request")
     parser.add_argument("--e2e", type=int, default=5_000, help="cancels end to end")
+    parser.add_argument(
+        "--e2e-large",
+        type=int,
+        default=30_000,
+        help="cancels end to end in the second, larger round (issue 18; 0 skips it)",
+    )
+    parser.add_argument(
+        "--repeat-large", type=int, default=1, help="runs per implementation of --e2e-large"
+    )
+    parser.add_argument(
+        "--no-naive",
+        action="store_true",
+        help="end to end without issue 18's naive service (bench/baseline.py --naive)",
+    )
     parser.add_argument("--webhooks", type=int, default=10_000, help="callbacks to ingest")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     parser.add_argument(
@@ -75,6 +90,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--claim-rows", type=int, default=100_000, help="queued rows in the claim's table"
     )
+    parser.add_argument(
+        "--scale-rows",
+        default="1000000,10000000",
+        help="rounds at scale (issue 18): table sizes, comma-separated ('' skips the phase)",
+    )
+    parser.add_argument(
+        "--scale-backlog", type=int, default=20_000, help="open rows in each scale table"
+    )
+    parser.add_argument(
+        "--scale-expired", type=int, default=20_000, help="rows past retention per scale table"
+    )
+    parser.add_argument("--scale-rounds", type=int, default=20, help="stats calls per size")
+    parser.add_argument(
+        "--scale-sweeps", type=int, default=5, help="sweep and retention rounds per size"
+    )
+    parser.add_argument("--scale-claims", type=int, default=100, help="claims of 32 per size")
     parser.add_argument("--pgbench-seconds", type=int, default=10, help="0 skips pgbench")
     parser.add_argument("--pgbench-clients", type=int, default=8)
     parser.add_argument(
@@ -95,8 +126,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a tenth of every size")
     parser.add_argument(
         "--only",
-        default="api,e2e,sweep,claim,pgbench",
-        help="phases to run, comma-separated: api (enqueue + webhook), e2e, sweep, claim, pgbench",
+        default="api,e2e,sweep,claim,pgbench,scale",
+        help="phases to run, comma-separated: api (enqueue + webhook), e2e, sweep, claim,"
+        " pgbench, scale",
     )
     parser.add_argument("--no-baseline", action="store_true", help="the service alone")
     parser.add_argument(
@@ -112,6 +144,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.enqueue, args.e2e = args.enqueue // 10, args.e2e // 10
+        args.e2e_large = args.e2e_large // 10
         args.webhooks = args.webhooks // 10
         args.overdue = max(1, args.overdue // 10)
         args.expired = args.expired // 10
@@ -120,6 +153,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             str(int(n) // 10) for n in args.sweep_rows.split(",") if n.strip()
         )
         args.pgbench_seconds = min(args.pgbench_seconds, 3)
+        args.scale_rows = ",".join(
+            str(int(n) // 10) for n in args.scale_rows.split(",") if n.strip()
+        )
+        args.scale_backlog, args.scale_expired = args.scale_backlog // 10, args.scale_expired // 10
     args.webhooks = min(args.webhooks, args.enqueue)
     if args.batch is None:
         args.batch = args.enqueue
@@ -131,7 +168,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 async def bench(args: argparse.Namespace, run: phases.Run, console: Console) -> dict[str, Any]:
     started = time.monotonic()
     only = {p.strip() for p in args.only.split(",")}
-    results: dict[str, Any] = {"service": {}, "baseline": {}}
+    results: dict[str, Any] = {"service": {}, "baseline": {}, "naive": {}, "load_averages": []}
     skipped: list[str] = []
 
     def time_left(phase: str) -> bool:
@@ -142,12 +179,17 @@ async def bench(args: argparse.Namespace, run: phases.Run, console: Console) -> 
         return False
 
     def step(text: str) -> None:
-        console.print(f"[dim]{time.monotonic() - started:6.1f} s[/]  {text}")
+        load = [round(x, 2) for x in os.getloadavg()]
+        results["load_averages"].append([round(time.monotonic() - started, 1), text, load])
+        console.print(f"[dim]{time.monotonic() - started:6.1f} s  load {load[0]:.1f}[/]  {text}")
 
     await run.blackhole.start()
     if only & {"e2e"}:
         await run.start_simulator(args.callback_delay)
     impls = [i for i in run.impls() if not (args.no_baseline and i.name == "baseline")]
+    e2e_impls = [
+        i for i in run.impls(naive=not args.no_naive) if i.is_service or not args.no_baseline
+    ]
 
     if "api" in only:
         for impl in impls:
@@ -168,27 +210,32 @@ async def bench(args: argparse.Namespace, run: phases.Run, console: Console) -> 
                     batch_size=args.batch_size,
                 )
     if "e2e" in only:
-        runs: dict[str, list[dict[str, Any]]] = {i.name: [] for i in impls}
-        for rep in range(max(1, args.repeat)):
-            for impl in impls:  # interleaved, so a slow spell of the machine hits both
-                if not time_left(f"e2e/{impl.name}/{rep + 1}"):
-                    continue
-                step(f"{impl.name}: {args.e2e:,} cancels end to end ({rep + 1}/{args.repeat})")
-                profile = (
-                    run.log_dir / f"{impl.name}-e2e.pyspy.txt"
-                    if args.profile and rep == 0
-                    else None
-                )
-                runs[impl.name].append(
-                    await phases.e2e_phase(
-                        run, impl, args.e2e, args.concurrency, args.phase_timeout, profile
+        rounds = [("e2e", args.e2e, args.repeat), ("e2e_large", args.e2e_large, args.repeat_large)]
+        for key, n, repeat in rounds:
+            if n <= 0:
+                continue
+            runs: dict[str, list[dict[str, Any]]] = {i.name: [] for i in e2e_impls}
+            for rep in range(max(1, repeat)):
+                for impl in e2e_impls:  # interleaved, so a slow spell of the machine hits all
+                    if not time_left(f"{key}/{impl.name}/{rep + 1}"):
+                        continue
+                    step(f"{impl.name}: {n:,} cancels end to end ({rep + 1}/{repeat})")
+                    profile = (
+                        run.log_dir / f"{impl.name}-e2e.pyspy.txt"
+                        if args.profile and rep == 0 and key == "e2e" and impl.name != "naive"
+                        else None
                     )
-                )
-                if profile is not None and profile.exists():
-                    results[impl.name]["profile"] = profile_summary.summarise(profile)
-        for name, done in runs.items():
-            if done:
-                results[name]["e2e"] = {**median_of(done), "runs": done}
+                    runs[impl.name].append(
+                        await phases.e2e_phase(
+                            run, impl, n, args.concurrency, args.phase_timeout, profile
+                        )
+                    )
+                    runs[impl.name][-1]["load_average"] = [round(x, 2) for x in os.getloadavg()]
+                    if profile is not None and profile.exists():
+                        results[impl.name]["profile"] = profile_summary.summarise(profile)
+            for name, done in runs.items():
+                if done:
+                    results.setdefault(name, {})[key] = {**median_of(done), "runs": done}
     if "pgbench" in only and args.pgbench_seconds > 0 and time_left("pgbench"):
         step(f"pgbench: {args.pgbench_seconds} s of one-row INSERTs")
         results["pgbench"] = await phases.pgbench_phase(
@@ -218,6 +265,25 @@ async def bench(args: argparse.Namespace, run: phases.Run, console: Console) -> 
         results["claim"] = await phases.claim_phase(
             run, args.claim_rows, args.claims, args.claim_batch, args.repeat
         )
+    scale_sizes = sorted(int(n) for n in args.scale_rows.split(",") if n.strip())
+    if "scale" in only and scale_sizes:
+        results["scale"] = []
+        for rows in scale_sizes:
+            if time_left(f"scale/{rows}"):
+                step(f"scale: {rows:,} rows (built in SQL), then claim, sweep, retention, stats")
+                results["scale"].append(
+                    await phases.scale_phase(
+                        run,
+                        rows,
+                        args.scale_backlog,
+                        args.scale_expired,
+                        args.scale_rounds,
+                        args.scale_sweeps,
+                        args.scale_sweeps,
+                        args.scale_claims,
+                    )
+                )
+                step(f"scale: {rows:,} rows done, its database dropped")
     results["skipped"] = skipped
     results["wall_s"] = round(time.monotonic() - started, 1)
     return results
@@ -274,6 +340,11 @@ def _commit() -> str | None:
 
 
 def print_plans(console: Console, results: dict[str, Any]) -> None:
+    for s in results.get("scale", []):
+        for name in ("claim", "stats", "counts_by_provider", "sweep", "retention"):
+            if "plan" in s.get(name, {}):
+                console.print(f"\n[bold]scale: {name}, {s['rows']:,} rows[/]")
+                console.print(s[name]["plan"], highlight=False, markup=False)
     for s in results.get("sweep", []):
         console.print(f"\n[bold]requeue_overdue, inner select, {s['rows']:,} rows[/]")
         console.print(s["plan"], highlight=False, markup=False)
@@ -313,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             child.stop(timeout_s=10)
         pg.stop()
     data["targets"] = report.targets(data["results"])
+    data["targets_18"] = report.targets_18(data["results"])
     # Every process this run started (all stopped by now), so a test can check none is left.
     data["processes"] = [{"name": c.name, "pid": c.pid} for c in children if c.proc] + [
         {"name": "postmaster", "pid": postmaster}
@@ -333,9 +405,10 @@ def main(argv: list[str] | None = None) -> int:
 
         shutil.rmtree(log_dir, ignore_errors=True)
     incomplete = [
-        name
-        for name in ("service", "baseline")
-        if "e2e" in data["results"][name] and not data["results"][name]["e2e"]["complete"]
+        f"{name} ({key})"
+        for name in ("service", "baseline", "naive")
+        for key in ("e2e", "e2e_large")
+        if key in data["results"][name] and not data["results"][name][key]["complete"]
     ]
     if incomplete:
         console.print(f"[red]end to end did not confirm every cancel for: {incomplete}[/]")

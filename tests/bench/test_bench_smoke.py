@@ -35,6 +35,7 @@ def test_bench_runs_every_phase_at_a_tiny_size(tmp_path: Path) -> None:
         "--batch-size=20",
         "--webhooks=40",
         "--e2e=40",
+        "--e2e-large=60",
         "--concurrency=8",
         "--sweep-rows=2000,4000",
         "--overdue=20",
@@ -42,11 +43,17 @@ def test_bench_runs_every_phase_at_a_tiny_size(tmp_path: Path) -> None:
         "--retention-rounds=1",
         "--claims=5",
         "--claim-rows=2000",
+        "--scale-rows=3000,6000",
+        "--scale-backlog=400",
+        "--scale-expired=600",
+        "--scale-rounds=2",
+        "--scale-sweeps=2",
+        "--scale-claims=3",
         "--pgbench-seconds=1",
         "--repeat=1",
         "--settle=0.2",
         "--phase-timeout=20",
-        "--budget=40",
+        "--budget=60",
         f"--out={out}",
     ]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -62,6 +69,12 @@ def test_bench_runs_every_phase_at_a_tiny_size(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     results = data["results"]
     assert results["skipped"] == []
+    for impl in ("service", "baseline", "naive"):
+        for key, n in (("e2e", 40), ("e2e_large", 60)):
+            e2e = results[impl][key]
+            assert e2e["complete"] and e2e["confirmed"] == n, (impl, key)
+            assert e2e["tup_inserted_per_cancel"] >= 1, (impl, key)
+            assert e2e["total_cpu_s_per_1000"] > e2e["cpu_s_per_1000"] > 0, (impl, key)
     for impl in ("service", "baseline"):
         assert results[impl]["api"]["enqueue"]["ok"] == 60, impl
         assert results[impl]["api"]["webhook"]["ok"] == 40, impl
@@ -102,10 +115,21 @@ def test_bench_runs_every_phase_at_a_tiny_size(tmp_path: Path) -> None:
     assert results["pgbench"]["update"]["tps"] > 0
     assert results["pgbench"]["update_notify"]["tps"] > 0
     assert len(data["targets"]) == 8
+    # Issue 18's targets, each measured, and the rounds at scale at both sizes, the
+    # database of each dropped afterwards.
+    assert [t["met"] is not None for t in data["targets_18"]] == [True] * 13
+    assert [s["rows"] for s in results["scale"]] == [3000, 6000]
+    for s in results["scale"]:
+        assert s["claim"]["claimed"] == 3 * 32
+        assert s["sweep"]["requeued"] == [20, 20]
+        assert s["retention"]["deleted"] == 2 * 500 or s["expired"] < 1000
+        assert s["stats"]["rounds"] == 2 and s["stats"]["p95_ms"] > 0
+        assert "claim_rows" in s["claim"]["plan"] or "LockRows" in s["claim"]["plan"]
+        assert "Buffers" in s["stats"]["plan"] and "Buffers" in s["counts_by_provider"]["plan"]
 
     # Its PostgreSQL, services, simulator and baseline are all gone, and the data with them.
     names = {p["name"].split("-")[0] for p in data["processes"]}
-    assert {"postmaster", "simulator", "service", "baseline"} <= names
+    assert {"postmaster", "simulator", "service", "baseline", "naive"} <= names
     alive = [p for p in data["processes"] if psutil.pid_exists(p["pid"])]
     assert alive == []
     match = re.search(r"PostgreSQL in (\S+orchestrator-bench-pg-\w+)", output)
