@@ -58,7 +58,10 @@ schema: $(STAMP)
 clean:
 	rm -rf $(VENV) .orchestrator .pytest_cache
 
-# Throughput and cost next to a lean baseline (docs/benchmarks.md); BENCH_ARGS="--quick" for a look.
+# Throughput and cost next to a lean baseline and issue 18's naive service (docs/benchmarks.md),
+# and the claim, sweep, retention and stats rounds at 1M and 10M rows (the 10M table takes
+# about 5 minutes and 5 GB of disk to build; BENCH_ARGS="--scale-rows 1000000" leaves it out).
+# About 30 minutes in all; BENCH_ARGS="--quick" for a look (a tenth of every size).
 .PHONY: bench
 bench: $(STAMP)
 	$(PY) bench/run.py $(BENCH_ARGS)

@@ -122,7 +122,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=1.5,
         help="seconds between a process being ready and the 'before' readings",
     )
-    parser.add_argument("--budget", type=float, default=900, help="seconds for the whole run")
+    parser.add_argument("--budget", type=float, default=2700, help="seconds for the whole run")
     parser.add_argument("--quick", action="store_true", help="a tenth of every size")
     parser.add_argument(
         "--only",
@@ -227,7 +227,13 @@ async def bench(args: argparse.Namespace, run: phases.Run, console: Console) -> 
                     )
                     runs[impl.name].append(
                         await phases.e2e_phase(
-                            run, impl, n, args.concurrency, args.phase_timeout, profile
+                            # At least 100 cancels a second, however many there are.
+                            run,
+                            impl,
+                            n,
+                            args.concurrency,
+                            max(args.phase_timeout, n / 100),
+                            profile,
                         )
                     )
                     runs[impl.name][-1]["load_average"] = [round(x, 2) for x in os.getloadavg()]
