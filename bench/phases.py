@@ -415,6 +415,7 @@ async def e2e_phase(
     ids = load.resource_ids(f"e2e-{impl.name}", n)
     requests = load.enqueue_requests(ids)
     polls = 0
+    poll_tuples = {"tup_fetched": 0, "tup_returned": 0}
     terminal_sql = f"SELECT count(*) FROM {impl.table} WHERE status IN ('confirmed', 'failed')"  # noqa: S608
 
     async def block() -> tuple[load.LoadResult, int]:
@@ -426,11 +427,20 @@ async def e2e_phase(
         # Closed before the statistics are read, so its own transactions are flushed too.
         conn = await asyncpg.connect(run.pg.database(db))
         try:
+            relations = await conn.fetchval(_RELATIONS, impl.table)
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
                 if not enqueue.done():
                     continue
-                done = await conn.fetchval(terminal_sql)
+                # The counters hold whatever this backend has not flushed yet, which it
+                # does only between transactions: the difference inside one is the poll's.
+                async with conn.transaction():
+                    first = await conn.fetchrow(_XACT_TUPLES, relations)
+                    done = await conn.fetchval(terminal_sql)
+                    then = await conn.fetchrow(_XACT_TUPLES, relations)
+                assert first is not None and then is not None
+                for key in poll_tuples:
+                    poll_tuples[key] += int(then[key] or 0) - int(first[key] or 0)
                 polls += 1
                 if done >= enqueue.result().count:
                     break
@@ -440,11 +450,10 @@ async def e2e_phase(
 
     (result, done), cpu = await _costs(run, child, block)
     pg = await _stop_and_count(run, child, db, before, extra_xacts=polls)
-    # The polls read the table too: what one costs now (every row terminal, so an upper
-    # bound) comes off the tuples counted, so they are the implementation's own.
-    poll_cost = await _poll_cost(run, db, terminal_sql)
-    for key, per_poll in poll_cost.items():
-        pg[key] = max(0, pg[key] - round(per_poll * polls))
+    # The polls read the table too: what they read, counted in their own transactions,
+    # comes off the tuples, so those are the implementation's own.
+    for key, value in poll_tuples.items():
+        pg[key] = max(0, pg[key] - value)
     if profiler is not None and profiler.proc is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             await asyncio.to_thread(profiler.proc.wait, 60)
@@ -501,7 +510,7 @@ async def e2e_phase(
         "tup_fetched_per_cancel": _per(pg["tup_fetched"], count),
         "tup_returned_per_cancel": _per(pg["tup_returned"], count),
         "polls": polls,
-        "poll_cost": poll_cost,
+        "poll_tuples": poll_tuples,
         "wal_bytes_per_cancel": _per(pg["wal_bytes"], count),
         "wal_lsn_bytes_per_cancel": _per(pg["wal_lsn_bytes"], count),
         "history_rows": history,
@@ -516,21 +525,16 @@ async def e2e_phase(
     }
 
 
-async def _poll_cost(run: Run, db: str, sql: str, times: int = 20) -> dict[str, float]:
-    """Tuples fetched and returned by one run of the end-to-end phase's poll."""
-    before = await run.pg.counters(db)
-    conn = await asyncpg.connect(run.pg.database(db))
-    try:
-        for _ in range(times):
-            await conn.fetchval(sql)
-    finally:
-        await conn.close()
-    await asyncio.sleep(0.3)
-    after = await run.pg.counters(db)
-    return {
-        key: (getattr(after, key) - getattr(before, key)) / times
-        for key in ("tup_fetched", "tup_returned")
-    }
+# The table and its indexes, and what the current transaction read of them so far: the
+# end-to-end poll's own tuples (pg_stat_database sums the same counters over relations).
+_RELATIONS = (
+    "SELECT array_agg(oid) FROM (SELECT $1::regclass::oid AS oid UNION ALL"
+    " SELECT indexrelid FROM pg_index WHERE indrelid = $1::regclass) r"
+)
+_XACT_TUPLES = (
+    "SELECT sum(pg_stat_get_xact_tuples_fetched(r))::bigint AS tup_fetched,"
+    " sum(pg_stat_get_xact_tuples_returned(r))::bigint AS tup_returned FROM unnest($1::oid[]) r"
+)
 
 
 def _start_profiler(run: Run, child: Child, out: Path) -> Child | None:
