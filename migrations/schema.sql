@@ -113,6 +113,44 @@ CREATE FUNCTION public.apply_decision(p_id uuid, p_version bigint, p_from text, 
     SELECT * FROM updated;
 $$;
 
+CREATE FUNCTION public.check_event_transition() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM cancellation_transitions t
+                   WHERE t.from_status IS NOT DISTINCT FROM NEW.from_status
+                     AND t.to_status = NEW.to_status AND t.cause = NEW.cause) THEN
+        RAISE EXCEPTION 'illegal transition of cancellation %: % -> % (cause %)',
+                        NEW.cancellation_id, coalesce(NEW.from_status, '(none)'),
+                        NEW.to_status, NEW.cause
+            USING ERRCODE = 'TR001',
+                  DETAIL = 'cancellation_transitions (lifecycle.TRANSITIONS) does not list it';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE FUNCTION public.check_status_change() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    was text := CASE WHEN TG_OP = 'UPDATE' THEN OLD.status END;
+BEGIN
+    IF was = NEW.status THEN  -- unchanged (a self-transition's pair is listed anyway)
+        RETURN NEW;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM cancellation_transitions t
+                   WHERE t.from_status IS NOT DISTINCT FROM was
+                     AND t.to_status = NEW.status) THEN
+        RAISE EXCEPTION 'illegal transition of cancellation %: % -> %',
+                        NEW.id, coalesce(was, '(none)'), NEW.status
+            USING ERRCODE = 'TR001',
+                  DETAIL = 'cancellation_transitions (lifecycle.TRANSITIONS) lists no such move';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
 CREATE FUNCTION public.claim_due(p_now timestamp with time zone, p_limit integer, p_owner text, p_lease_s double precision, p_accounts text[], p_per_min double precision[]) RETURNS SETOF public.cancellations
     LANGUAGE plpgsql
     AS $$
@@ -494,6 +532,12 @@ CREATE TABLE public.cancellation_counts (
     n bigint NOT NULL
 );
 
+CREATE TABLE public.cancellation_transitions (
+    from_status text,
+    to_status text NOT NULL,
+    cause text NOT NULL
+);
+
 CREATE UNLOGGED TABLE public.cancellation_watches (
     cancellation_id uuid NOT NULL,
     watcher uuid NOT NULL,
@@ -554,6 +598,9 @@ ALTER TABLE ONLY public.cancellation_counts
 ALTER TABLE ONLY public.cancellation_events
     ADD CONSTRAINT cancellation_events_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.cancellation_transitions
+    ADD CONSTRAINT cancellation_transitions_from_status_to_status_cause_key UNIQUE NULLS NOT DISTINCT (from_status, to_status, cause);
+
 ALTER TABLE ONLY public.cancellation_watches
     ADD CONSTRAINT cancellation_watches_pkey PRIMARY KEY (cancellation_id, watcher);
 
@@ -613,3 +660,7 @@ CREATE INDEX webhook_inbox_unused ON public.webhook_inbox USING btree (received_
 CREATE TRIGGER callback_on_terminal AFTER UPDATE OF status ON public.cancellations FOR EACH ROW WHEN (((new.callback_url IS NOT NULL) AND (new.status = ANY (ARRAY['confirmed'::text, 'failed'::text])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION public.record_callback_delivery();
 
 CREATE TRIGGER cancellation_changed AFTER UPDATE OF version ON public.cancellations FOR EACH ROW WHEN ((old.version IS DISTINCT FROM new.version)) EXECUTE FUNCTION public.notify_cancellation_changed();
+
+CREATE TRIGGER event_is_a_transition BEFORE INSERT ON public.cancellation_events FOR EACH ROW EXECUTE FUNCTION public.check_event_transition();
+
+CREATE TRIGGER status_change_is_a_transition BEFORE INSERT OR UPDATE OF status ON public.cancellations FOR EACH ROW EXECUTE FUNCTION public.check_status_change();

@@ -84,6 +84,12 @@ class ProviderNotConfigured(OrchestratorError):
     """The provider or account is known but lacks the settings it needs."""
 
 
+class IllegalTransition(Exception):
+    """Postgres refused a transition that lifecycle.TRANSITIONS does not list (SQLSTATE
+    TR001, migration 0011). A bug, not a client's error: deliberately no OrchestratorError,
+    so the web layer answers 500 and logs it at ERROR with its traceback."""
+
+
 class RejectReason(enum.StrEnum):
     """Why a webhook was refused; a label of the rejections metric, and the HTTP status's
     source (web/problems.py)."""

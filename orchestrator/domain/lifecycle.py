@@ -2,9 +2,9 @@
 
 Every legal transition is listed once, in TRANSITIONS; the dispatcher, the sweeper, the
 webhook receiver and the admin actions carry decisions out, and the SQL that moves rows in
-bulk (claims, requeues) writes only transitions listed here (the integration suite checks
-every history row it writes against this table). Times are passed in, never read, so the
-72-hour path is tested without waiting 72 hours.
+bulk (claims, requeues) writes only transitions listed here: Postgres refuses any other
+(migration 0011's cancellation_transitions, a copy of this table kept equal by a test).
+Times are passed in, never read, so the 72-hour path is tested without waiting 72 hours.
 """
 
 from __future__ import annotations

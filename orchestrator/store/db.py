@@ -111,6 +111,10 @@ async def create_pool(
     return pool
 
 
+#: The SQLSTATE of a transition cancellation_transitions lacks (migration 0011).
+ILLEGAL_TRANSITION = "TR001"
+
+
 @contextlib.asynccontextmanager
 async def translate_errors() -> AsyncIterator[None]:
     try:
@@ -131,3 +135,7 @@ async def translate_errors() -> AsyncIterator[None]:
         raise errors.DatabaseUnavailable(
             f"database unavailable: {type(exc).__name__}", error=type(exc).__name__
         ) from exc
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate != ILLEGAL_TRANSITION:
+            raise
+        raise errors.IllegalTransition(f"{exc}: {getattr(exc, 'detail', '')}") from exc

@@ -27,7 +27,7 @@ from orchestrator.domain.model import (
 from orchestrator.store import db as store_db
 from orchestrator.store import migrations
 from orchestrator.store.repository import NewCancellation, Store, WebhookOutcome
-from tests.conftest import _admin, _illegal_transitions, with_database
+from tests.conftest import _admin, with_database
 
 
 async def test_cancellation_fields_are_the_table_columns(db: asyncpg.Connection) -> None:
@@ -238,17 +238,3 @@ async def test_counts_kept_by_the_0002_triggers_carry_over_to_terminal_counters(
             "confirmed": 2,
             "failed": 0,
         }
-
-
-async def test_the_transition_check_catches_a_transition_the_table_lacks(
-    store: Store, db: asyncpg.Connection, dsn: str
-) -> None:
-    """The check every integration test's teardown runs (tests/conftest.py) can fail."""
-    row, _ = await store.enqueue(new("sr-illegal"), datetime.now(UTC))
-    await db.execute(
-        "INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause)"
-        " VALUES ($1, now(), 'confirmed', 'queued', 'resurrected')",
-        row.id,
-    )
-    assert await _illegal_transitions(dsn) == [("confirmed", "queued", "resurrected")]
-    await db.execute("DELETE FROM cancellation_events WHERE cause = 'resurrected'")

@@ -1,0 +1,86 @@
+"""Postgres refuses what lifecycle.TRANSITIONS does not list (migration 0011, issue 18).
+
+The table cancellation_transitions is the database's copy of TRANSITIONS; a history row or a
+status change it does not list raises SQLSTATE TR001, which the store reads as a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from orchestrator import errors
+from orchestrator.domain import lifecycle
+from orchestrator.domain.lifecycle import Cause
+from orchestrator.domain.model import ConfirmedVia, Outcome, Settled, Status
+from orchestrator.store import db as store_db
+from orchestrator.store.repository import NewCancellation, Store
+
+
+@pytest.fixture
+async def store(dsn: str) -> AsyncIterator[Store]:
+    pool = await store_db.create_pool(dsn, 2)
+    try:
+        yield Store(pool)
+    finally:
+        await pool.close()
+
+
+async def confirmed_row(store: Store, resource_id: str) -> str:
+    now = datetime.now(UTC)
+    row, _ = await store.enqueue(
+        NewCancellation("dropbox_sign", "default", resource_id, None, {}, {}, None, "h"), now
+    )
+    done = lifecycle.settle(Settled(Outcome.CANCELED, True), ConfirmedVia.WEBHOOK, Cause.WEBHOOK)
+    applied = await store.apply(row, done, now, submitted=False)
+    assert applied is not None and applied.status is Status.CONFIRMED
+    return str(row.id)
+
+
+async def test_the_table_is_lifecycle_transitions(db: asyncpg.Connection) -> None:
+    rows = await db.fetch("SELECT from_status, to_status, cause FROM cancellation_transitions")
+    in_db = {(r["from_status"], r["to_status"], r["cause"]) for r in rows}
+    in_code = {(f.value if f else None, t.value, c.value) for f, t, c in lifecycle.TRANSITIONS}
+    assert len(rows) == len(in_db), "a transition is listed twice"
+    assert in_db - in_code == set(), "in cancellation_transitions, not in TRANSITIONS"
+    assert in_code - in_db == set(), "in TRANSITIONS, not in cancellation_transitions"
+
+
+async def test_a_bare_update_cannot_reopen_a_confirmed_cancellation(
+    store: Store, db: asyncpg.Connection
+) -> None:
+    ident = await confirmed_row(store, "sr-reopen")
+    with pytest.raises(asyncpg.PostgresError, match="confirmed -> queued") as raised:
+        await db.execute("UPDATE cancellations SET status = 'queued' WHERE id = $1", ident)
+    assert raised.value.sqlstate == store_db.ILLEGAL_TRANSITION
+    assert await db.fetchval("SELECT status FROM cancellations WHERE id = $1", ident) == (
+        "confirmed"
+    )
+
+
+async def test_a_history_row_the_table_lacks_is_refused(
+    store: Store, db: asyncpg.Connection
+) -> None:
+    ident = await confirmed_row(store, "sr-resurrect")
+    with pytest.raises(asyncpg.PostgresError, match="resurrected") as raised:
+        await db.execute(
+            "INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause)"
+            " VALUES ($1, now(), 'confirmed', 'queued', 'resurrected')",
+            ident,
+        )
+    assert raised.value.sqlstate == store_db.ILLEGAL_TRANSITION
+
+
+async def test_the_store_reads_a_refused_transition_as_a_bug(
+    store: Store, db: asyncpg.Connection
+) -> None:
+    """Not a 4xx: IllegalTransition is no OrchestratorError, so the web layer answers 500
+    and logs it at ERROR with its traceback (web/problems.py's unhandled branch)."""
+    ident = await confirmed_row(store, "sr-bug")
+    with pytest.raises(errors.IllegalTransition, match="confirmed -> failed"):
+        async with store_db.translate_errors():
+            await db.execute("UPDATE cancellations SET status = 'failed' WHERE id = $1", ident)
+    assert not issubclass(errors.IllegalTransition, errors.OrchestratorError)
