@@ -30,6 +30,8 @@ CREATE TABLE public.cancellations (
     first_sent_at timestamp with time zone,
     callback_url text,
     callback_receiver text,
+    transition_cause text,
+    transition_evidence jsonb,
     CONSTRAINT cancellations_confirmed_via_check CHECK ((confirmed_via = ANY (ARRAY['webhook'::text, 'provider_response'::text, 'reconciliation'::text]))),
     CONSTRAINT cancellations_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'awaiting_confirmation'::text, 'confirmed'::text, 'failed'::text])))
 )
@@ -95,15 +97,11 @@ CREATE FUNCTION public.apply_decision(p_id uuid, p_version bigint, p_from text, 
             submitted_at = CASE WHEN p_submitted THEN p_now ELSE submitted_at END,
             needs_check = coalesce((p_decision ->> 'needs_check')::boolean, false),
             lease_owner = NULL,
-            lease_expires_at = NULL
+            lease_expires_at = NULL,
+            transition_cause = p_decision ->> 'cause',
+            transition_evidence = coalesce(p_decision -> 'evidence', '{}')
         WHERE id = p_id AND version = p_version
         RETURNING *
-    ), event AS (
-        INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause,
-                                         evidence)
-        SELECT id, p_now, p_from, status, p_decision ->> 'cause',
-               coalesce(p_decision -> 'evidence', '{}')
-        FROM updated
     ), counted AS (
         INSERT INTO cancellation_counts AS c (status, shard, n)
         SELECT status, pg_backend_pid(), 1 FROM updated
@@ -125,27 +123,6 @@ BEGIN
                         NEW.to_status, NEW.cause
             USING ERRCODE = 'TR001',
                   DETAIL = 'cancellation_transitions (lifecycle.TRANSITIONS) does not list it';
-    END IF;
-    RETURN NEW;
-END;
-$$;
-
-CREATE FUNCTION public.check_status_change() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    was text := CASE WHEN TG_OP = 'UPDATE' THEN OLD.status END;
-BEGIN
-    IF was = NEW.status THEN  -- unchanged (a self-transition's pair is listed anyway)
-        RETURN NEW;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM cancellation_transitions t
-                   WHERE t.from_status IS NOT DISTINCT FROM was
-                     AND t.to_status = NEW.status) THEN
-        RAISE EXCEPTION 'illegal transition of cancellation %: % -> %',
-                        NEW.id, coalesce(was, '(none)'), NEW.status
-            USING ERRCODE = 'TR001',
-                  DETAIL = 'cancellation_transitions (lifecycle.TRANSITIONS) lists no such move';
     END IF;
     RETURN NEW;
 END;
@@ -202,30 +179,40 @@ CREATE FUNCTION public.claim_rows(p_now timestamp with time zone, p_limit intege
         ORDER BY next_attempt_at
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
-    ), claimed AS (
-        UPDATE cancellations c
-        SET status = 'sending', attempts = c.attempts + 1, version = c.version + 1,
-            lease_owner = p_owner, lease_expires_at = p_now + make_interval(secs => p_lease_s),
-            updated_at = p_now, first_sent_at = coalesce(c.first_sent_at, p_now)
-        FROM due WHERE c.id = due.id
-        RETURNING c.*
-    ), event AS (
-        INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause,
-                                         evidence)
-        SELECT id, p_now, 'queued', 'sending', 'claimed',
-               jsonb_build_object('attempt', attempts, 'worker', p_owner,
-                                  'status_check_first', needs_check)
-        FROM claimed
     )
-    SELECT * FROM claimed;
+    UPDATE cancellations c
+    SET status = 'sending', attempts = c.attempts + 1, version = c.version + 1,
+        lease_owner = p_owner, lease_expires_at = p_now + make_interval(secs => p_lease_s),
+        updated_at = p_now, first_sent_at = coalesce(c.first_sent_at, p_now),
+        transition_cause = 'claimed',
+        transition_evidence = jsonb_build_object('attempt', c.attempts + 1, 'worker', p_owner,
+                                                 'status_check_first', c.needs_check)
+    FROM due WHERE c.id = due.id
+    RETURNING c.*;
 $$;
 
 CREATE FUNCTION public.enqueue_cancellation(p_id uuid, p_provider text, p_account text, p_resource_id text, p_reason text, p_metadata jsonb, p_params jsonb, p_idempotency_key text, p_request_hash text, p_now timestamp with time zone, OUT result text, OUT cancellation public.cancellations) RETURNS record
+    LANGUAGE sql
+    AS $$
+    SELECT * FROM enqueue_cancellation(p_id, p_provider, p_account, p_resource_id, p_reason,
+                                       p_metadata, p_params, p_idempotency_key,
+                                       p_request_hash, p_now, NULL::text, NULL::text);
+$$;
+
+CREATE FUNCTION public.enqueue_cancellation(p_id uuid, p_provider text, p_account text, p_resource_id text, p_reason text, p_metadata jsonb, p_params jsonb, p_idempotency_key text, p_request_hash text, p_now timestamp with time zone, p_callback_url text, OUT result text, OUT cancellation public.cancellations) RETURNS record
+    LANGUAGE sql
+    AS $$
+    SELECT * FROM enqueue_cancellation(p_id, p_provider, p_account, p_resource_id, p_reason,
+                                       p_metadata, p_params, p_idempotency_key,
+                                       p_request_hash, p_now, p_callback_url, NULL::text);
+$$;
+
+CREATE FUNCTION public.enqueue_cancellation(p_id uuid, p_provider text, p_account text, p_resource_id text, p_reason text, p_metadata jsonb, p_params jsonb, p_idempotency_key text, p_request_hash text, p_now timestamp with time zone, p_callback_url text, p_enqueued_by text, OUT result text, OUT cancellation public.cancellations) RETURNS record
     LANGUAGE plpgsql
     AS $$
 DECLARE
     stored jsonb;
-    evidence jsonb;
+    evidence jsonb := '{}';
 BEGIN
     PERFORM lock_request(p_provider, p_account, p_resource_id);
 
@@ -254,13 +241,26 @@ BEGIN
     WHERE provider = p_provider AND account = p_account AND resource_id = p_resource_id
       AND processed_at IS NULL AND effect IS NOT NULL;
 
+    IF coalesce(p_reason, '') <> '' THEN
+        evidence := jsonb_build_object('reason', p_reason);
+    END IF;
+    IF stored IS NOT NULL THEN
+        evidence := evidence || jsonb_build_object('stored_events', stored);
+    END IF;
+    IF p_enqueued_by IS NOT NULL THEN
+        evidence := evidence || jsonb_build_object('by', p_enqueued_by);
+    END IF;
+
     INSERT INTO cancellations (
         id, provider, account, resource_id, status, reason, metadata, params,
-        idempotency_key, request_hash, next_attempt_at, needs_check, created_at, updated_at
+        idempotency_key, request_hash, next_attempt_at, needs_check, created_at, updated_at,
+        callback_url, callback_receiver, transition_cause, transition_evidence
     )
     VALUES (p_id, p_provider, p_account, p_resource_id, 'queued', p_reason, p_metadata,
             p_params, p_idempotency_key, p_request_hash, p_now, stored IS NOT NULL, p_now,
-            p_now)
+            p_now, p_callback_url,
+            CASE WHEN p_callback_url IS NOT NULL THEN p_enqueued_by END,
+            'enqueued', evidence)
     ON CONFLICT DO NOTHING
     RETURNING * INTO cancellation;
     IF NOT FOUND THEN
@@ -271,65 +271,12 @@ BEGIN
                        ELSE 'key_reused' END;
         RETURN;
     END IF;
-    evidence := '{}';
-    IF coalesce(p_reason, '') <> '' THEN
-        evidence := jsonb_build_object('reason', p_reason);
-    END IF;
     IF stored IS NOT NULL THEN
-        evidence := evidence || jsonb_build_object('stored_events', stored);
         UPDATE webhook_inbox SET processed_at = p_now, cancellation_id = p_id
         WHERE provider = p_provider AND account = p_account AND resource_id = p_resource_id
           AND processed_at IS NULL AND effect IS NOT NULL;
     END IF;
-    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
-    VALUES (p_id, p_now, NULL, 'queued', 'enqueued', evidence);
     result := 'created';
-END;
-$$;
-
-CREATE FUNCTION public.enqueue_cancellation(p_id uuid, p_provider text, p_account text, p_resource_id text, p_reason text, p_metadata jsonb, p_params jsonb, p_idempotency_key text, p_request_hash text, p_now timestamp with time zone, p_callback_url text, OUT result text, OUT cancellation public.cancellations) RETURNS record
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    answer record;
-BEGIN
-    SELECT * INTO answer
-    FROM enqueue_cancellation(p_id, p_provider, p_account, p_resource_id, p_reason, p_metadata,
-                              p_params, p_idempotency_key, p_request_hash, p_now);
-    result := answer.result;
-    cancellation := answer.cancellation;
-    IF result = 'created' AND p_callback_url IS NOT NULL THEN
-        UPDATE cancellations SET callback_url = p_callback_url WHERE id = p_id
-        RETURNING * INTO cancellation;
-    END IF;
-END;
-$$;
-
-CREATE FUNCTION public.enqueue_cancellation(p_id uuid, p_provider text, p_account text, p_resource_id text, p_reason text, p_metadata jsonb, p_params jsonb, p_idempotency_key text, p_request_hash text, p_now timestamp with time zone, p_callback_url text, p_enqueued_by text, OUT result text, OUT cancellation public.cancellations) RETURNS record
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    answer record;
-BEGIN
-    SELECT * INTO answer
-    FROM enqueue_cancellation(p_id, p_provider, p_account, p_resource_id, p_reason, p_metadata,
-                              p_params, p_idempotency_key, p_request_hash, p_now);
-    result := answer.result;
-    cancellation := answer.cancellation;
-    IF result <> 'created' THEN
-        RETURN;
-    END IF;
-    IF p_callback_url IS NOT NULL THEN
-        UPDATE cancellations
-        SET callback_url = p_callback_url, callback_receiver = p_enqueued_by
-        WHERE id = p_id
-        RETURNING * INTO cancellation;
-    END IF;
-    IF p_enqueued_by IS NOT NULL THEN
-        UPDATE cancellation_events
-        SET evidence = evidence || jsonb_build_object('by', p_enqueued_by)
-        WHERE cancellation_id = p_id AND cause = 'enqueued';
-    END IF;
 END;
 $$;
 
@@ -367,6 +314,33 @@ BEGIN
     INSERT INTO callback_deliveries (id, cancellation_id, url, ended_at, next_attempt_at)
     VALUES (gen_random_uuid(), NEW.id, NEW.callback_url, NEW.updated_at, NEW.updated_at);
     RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION public.record_transition() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    was text := CASE WHEN TG_OP = 'UPDATE' THEN OLD.status END;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM cancellation_transitions t
+                   WHERE t.from_status IS NOT DISTINCT FROM was
+                     AND t.to_status = NEW.status AND t.cause = NEW.transition_cause) THEN
+        RAISE EXCEPTION 'illegal transition of cancellation %: % -> % (cause %)',
+                        NEW.id, coalesce(was, '(none)'), NEW.status,
+                        coalesce(NEW.transition_cause, '(none given)')
+            USING ERRCODE = 'TR001',
+                  DETAIL = 'cancellation_transitions (lifecycle.TRANSITIONS) does not list it';
+    END IF;
+    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause,
+                                     evidence)
+    VALUES (NEW.id, NEW.updated_at, was, NEW.status, NEW.transition_cause,
+            coalesce(NEW.transition_evidence, '{}'));
+    IF TG_OP = 'UPDATE' THEN
+        NEW.transition_cause := NULL;
+        NEW.transition_evidence := NULL;
+    END IF;
+    RETURN NEW;
 END;
 $$;
 
@@ -663,4 +637,6 @@ CREATE TRIGGER cancellation_changed AFTER UPDATE OF version ON public.cancellati
 
 CREATE TRIGGER event_is_a_transition BEFORE INSERT ON public.cancellation_events FOR EACH ROW EXECUTE FUNCTION public.check_event_transition();
 
-CREATE TRIGGER status_change_is_a_transition BEFORE INSERT OR UPDATE OF status ON public.cancellations FOR EACH ROW EXECUTE FUNCTION public.check_status_change();
+CREATE TRIGGER transition BEFORE UPDATE ON public.cancellations FOR EACH ROW WHEN (((new.status IS DISTINCT FROM old.status) OR (new.transition_cause IS DISTINCT FROM old.transition_cause))) EXECUTE FUNCTION public.record_transition();
+
+CREATE TRIGGER transition_on_insert AFTER INSERT ON public.cancellations FOR EACH ROW EXECUTE FUNCTION public.record_transition();

@@ -90,6 +90,11 @@ class Cancellation:
     callback_url: str | None
     #: Who the callbacks are signed for: the enqueuing token's name (0008_who_acted.sql).
     callback_receiver: str | None = None
+    #: The cause and evidence of the transition being written, set by its writer in the same
+    #: statement; the trigger record_transition (0011) moves them into the history and clears
+    #: them (an enqueued row keeps the enqueue's until its first update). Not for reading.
+    transition_cause: str | None = None
+    transition_evidence: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Cancellation:

@@ -1,6 +1,9 @@
 -- Every statement the service sends, named. Loaded by orchestrator/store/queries.py.
 -- Times are always parameters ($now), never now(), so tests can move the clock. The
 -- functions called here are created by the migrations; migrations/schema.sql shows them all.
+-- A transition sets transition_cause and transition_evidence in the same UPDATE; the
+-- trigger record_transition (0011) checks it and writes the history row: no statement here
+-- writes cancellation_events.
 
 -- name: enqueue
 -- Record a cancellation, or find the one that answers this request; one round trip.
@@ -129,16 +132,13 @@ WITH gone AS (
 ), requeued AS (
     UPDATE cancellations c
     SET status = 'queued', version = c.version + 1, next_attempt_at = $1, updated_at = $1,
-        lease_owner = NULL, lease_expires_at = NULL
+        lease_owner = NULL, lease_expires_at = NULL,
+        transition_cause = CASE WHEN expired.ran_out THEN 'lease_expired' ELSE 'owner_gone' END,
+        transition_evidence = CASE
+            WHEN expired.ran_out THEN jsonb_build_object('attempt', c.attempts)
+            ELSE jsonb_build_object('attempt', c.attempts, 'worker', expired.lease_owner) END
     FROM expired WHERE c.id = expired.id
-    RETURNING c.id, c.attempts, expired.lease_owner, expired.ran_out
-), event AS (
-    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
-    SELECT id, $1, 'sending', 'queued',
-           CASE WHEN ran_out THEN 'lease_expired' ELSE 'owner_gone' END,
-           CASE WHEN ran_out THEN jsonb_build_object('attempt', attempts)
-                ELSE jsonb_build_object('attempt', attempts, 'worker', lease_owner) END
-    FROM requeued
+    RETURNING expired.ran_out
 )
 SELECT count(*) FILTER (WHERE ran_out) AS lease_expired,
        count(*) FILTER (WHERE NOT ran_out) AS owner_gone
@@ -171,14 +171,10 @@ WITH overdue AS (
 ), requeued AS (
     UPDATE cancellations c
     SET status = 'queued', version = c.version + 1, needs_check = true,
-        next_attempt_at = $1, updated_at = $1
+        next_attempt_at = $1, updated_at = $1, transition_cause = 'confirmation_overdue',
+        transition_evidence = jsonb_build_object('confirm_by', c.confirm_by)
     FROM overdue WHERE c.id = overdue.id
-    RETURNING c.id, c.confirm_by
-), event AS (
-    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
-    SELECT id, $1, 'awaiting_confirmation', 'queued', 'confirmation_overdue',
-           jsonb_build_object('confirm_by', confirm_by)
-    FROM requeued
+    RETURNING c.id
 )
 SELECT count(*) FROM requeued;
 
@@ -187,13 +183,10 @@ SELECT count(*) FROM requeued;
 WITH released AS (
     UPDATE cancellations
     SET status = 'queued', version = version + 1, next_attempt_at = $2, updated_at = $2,
-        lease_owner = NULL, lease_expires_at = NULL
+        lease_owner = NULL, lease_expires_at = NULL, transition_cause = 'released_on_shutdown',
+        transition_evidence = jsonb_build_object('worker', $1::text)
     WHERE status = 'sending' AND lease_owner = $1
     RETURNING id
-), event AS (
-    INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
-    SELECT id, $2, 'sending', 'queued', 'released_on_shutdown', jsonb_build_object('worker', $1)
-    FROM released
 )
 SELECT count(*) FROM released;
 

@@ -84,3 +84,41 @@ async def test_the_store_reads_a_refused_transition_as_a_bug(
         async with store_db.translate_errors():
             await db.execute("UPDATE cancellations SET status = 'failed' WHERE id = $1", ident)
     assert not issubclass(errors.IllegalTransition, errors.OrchestratorError)
+
+
+async def test_a_transition_written_by_hand_gets_its_history_row_from_the_trigger(
+    store: Store, db: asyncpg.Connection
+) -> None:
+    """One writer (0011): whoever moves a row only names the cause and evidence on it; the
+    trigger writes the history row and clears the two columns before the row is stored."""
+    now = datetime.now(UTC)
+    row, _ = await store.enqueue(
+        NewCancellation("dropbox_sign", "default", "sr-by-hand", None, {}, {}, None, "h"), now
+    )
+    await db.execute(
+        "UPDATE cancellations SET status = 'queued', transition_cause = 'retry_requested',"
+        ' transition_evidence = \'{"by": "ops"}\', updated_at = $2 WHERE id = $1',
+        row.id,
+        now,
+    )
+    history = await db.fetch(
+        "SELECT from_status, to_status, cause, evidence, at FROM cancellation_events"
+        " WHERE cancellation_id = $1 ORDER BY id",
+        row.id,
+    )
+    assert [(h["from_status"], h["to_status"], h["cause"]) for h in history] == [
+        (None, "queued", "enqueued"),
+        ("queued", "queued", "retry_requested"),
+    ]
+    assert history[1]["evidence"] == '{"by": "ops"}' and history[1]["at"] == now
+    left = await db.fetchrow(
+        "SELECT transition_cause, transition_evidence FROM cancellations WHERE id = $1", row.id
+    )
+    assert tuple(left) == (None, None)
+    await db.execute("UPDATE cancellations SET metadata = '{\"x\": 1}' WHERE id = $1", row.id)
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM cancellation_events WHERE cancellation_id = $1", row.id
+        )
+        == 2
+    ), "a change of other columns is no transition"

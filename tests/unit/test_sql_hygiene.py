@@ -166,3 +166,15 @@ def test_sql_is_only_sent_from_queries_or_the_migration_runner() -> None:
         if path != MIGRATION_RUNNER and (lines := literal_sql_calls(path.read_text()))
     }
     assert offenders == {}
+
+
+def test_one_statement_writes_the_history() -> None:
+    """Issue 18: the trigger record_transition (0011) is the history's one writer; every
+    transition only sets transition_cause/transition_evidence on the row it changes."""
+    schema = (PACKAGE.parent / "migrations" / "schema.sql").read_text()
+    inserts = re.compile(r"INSERT\s+INTO\s+(?:public\.)?cancellation_events\b", re.IGNORECASE)
+    found = {
+        path: len(inserts.findall(text))
+        for path, text in (("schema.sql", schema), ("queries.sql", QUERIES_SQL.read_text()))
+    }
+    assert found == {"schema.sql": 1, "queries.sql": 0}, found
