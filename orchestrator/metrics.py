@@ -32,7 +32,8 @@ class Metrics:
         )
         self.transitions = Counter(
             "orchestrator_transitions_total",
-            "Cancellation state changes made by the dispatcher, by new status and cause",
+            "Cancellation state changes made by the dispatcher and operators' actions,"
+            " by new status and cause",
             ["status", "cause"],
             registry=self.registry,
         )
@@ -136,6 +137,12 @@ class Metrics:
             "When the database-wide gauges were last read (Unix time); stale if it lags",
             registry=self.registry,
         )
+
+    def transitioned(self, row: Cancellation, cause: str) -> None:
+        """Count a transition this process just applied (the one place `transitions` is
+        counted), and observe its time to terminal if it ended the cancellation."""
+        self.transitions.labels(row.status, cause).inc()
+        self.ended(row)
 
     def ended(self, row: Cancellation) -> None:
         """Observe the time to terminal of a row this process just moved to a terminal status."""

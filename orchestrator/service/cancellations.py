@@ -437,8 +437,7 @@ class Service:
             raise errors.Conflict(
                 "the cancellation changed while the action was being applied; look again"
             )
-        self.metrics.transitions.labels(applied.status, decision.cause).inc()
-        self.metrics.ended(applied)
+        self.metrics.transitioned(applied, decision.cause)
         with logs.bind(cancellation_id=row.id, provider=row.provider, resource_id=row.resource_id):
             log.info(
                 "%s by %s: %s -> %s (%s)",

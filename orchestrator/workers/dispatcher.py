@@ -212,8 +212,7 @@ class Dispatcher:
                 decision.status,
             )
         else:
-            self.metrics.transitions.labels(applied.status, decision.cause).inc()
-            self.metrics.ended(applied)
+            self.metrics.transitioned(applied, decision.cause)
             log.debug("cancellation %s → %s (%s)", row.id, applied.status, decision.cause)
 
     async def _record(
