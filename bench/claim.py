@@ -30,7 +30,7 @@ from orchestrator.domain.model import Cancellation
 from orchestrator.store import db, migrations
 from orchestrator.store.repository import Store
 
-from harness import CpuMeter
+from harness import CpuMeter, triggers_off
 
 ACCOUNT = "dropbox_sign:default"
 HIGH_LIMIT_PER_MIN = 1_000_000_000.0  # the bench's own setting (DROPBOX_SIGN_RATE_LIMIT_PER_MIN)
@@ -111,9 +111,11 @@ async def load(dsn: str, rows: int) -> dict[str, Any]:
     try:
         await migrations.migrate(conn)
         started = time.perf_counter()
-        await conn.copy_records_to_table(
-            "cancellations", records=_records(rows, datetime.now(UTC)), columns=_COLUMNS
-        )
+        # Synthetic queued rows with no enqueue behind them: no history row either (0010).
+        async with triggers_off(conn, "cancellations", "transition_on_insert"):
+            await conn.copy_records_to_table(
+                "cancellations", records=_records(rows, datetime.now(UTC)), columns=_COLUMNS
+            )
         await conn.execute("VACUUM (ANALYZE) cancellations")
     finally:
         await conn.close()
@@ -122,10 +124,11 @@ async def load(dsn: str, rows: int) -> dict[str, Any]:
 
 async def _put_back(conn: asyncpg.Connection) -> None:
     """Every claimed row queued again, its claim's history gone, the budget reset."""
-    await conn.execute(
-        "UPDATE cancellations SET status = 'queued', attempts = 0, lease_owner = NULL,"
-        " lease_expires_at = NULL, first_sent_at = NULL WHERE status = 'sending'"
-    )
+    async with triggers_off(conn, "cancellations", "transition"):  # no transition: a reset
+        await conn.execute(
+            "UPDATE cancellations SET status = 'queued', attempts = 0, lease_owner = NULL,"
+            " lease_expires_at = NULL, first_sent_at = NULL WHERE status = 'sending'"
+        )
     await conn.execute("DELETE FROM cancellation_events WHERE cause = 'claimed'")
     await conn.execute("DELETE FROM account_budgets")
     await conn.execute("VACUUM (ANALYZE) cancellations, cancellation_events, account_budgets")
@@ -158,6 +161,12 @@ async def _one_run(dsn: str, pg: CpuMeter, way: str, claims: int, batch: int) ->
     try:
         trigger = "DISABLE" if way == "before-no-notify" else "ENABLE"
         await conn.execute(f"ALTER TABLE cancellations {trigger} TRIGGER cancellation_changed")
+        # Before 0010 the claim wrote its own history, and nothing checked transitions.
+        trigger = "DISABLE" if way.startswith("before") else "ENABLE"
+        await conn.execute(f"ALTER TABLE cancellations {trigger} TRIGGER transition")
+        await conn.execute(
+            f"ALTER TABLE cancellation_events {trigger} TRIGGER event_is_a_transition"
+        )
         claim = _claimer(way, Store(pool), pool)
         for _ in range(WARMUP):
             await claim(batch)

@@ -423,3 +423,16 @@ class OtherLoad:
     def share(self) -> float:
         busy, pg, me, at = (b - a for a, b in zip(self.marks, self._read(), strict=True))
         return max(0.0, busy - pg - me) / (max(at, 1e-9) * (os.cpu_count() or 1))
+
+
+@contextlib.asynccontextmanager
+async def triggers_off(conn: asyncpg.Connection, table: str, *names: str) -> AsyncIterator[None]:
+    """A transaction in which the named triggers of `table` do not fire: for loading or
+    resetting synthetic state that no real transition produces. DDL is transactional, so
+    the triggers are back on when it ends, whatever happens."""
+    async with conn.transaction():
+        for name in names:
+            await conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER {name}")
+        yield
+        for name in names:
+            await conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER {name}")

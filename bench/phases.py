@@ -38,6 +38,7 @@ from harness import (
     peak_rss_bytes,
     percentile,
     sampled_peak_rss,
+    triggers_off,
     wait_http,
 )
 
@@ -295,10 +296,14 @@ async def api_phase(
         # What a dispatcher would have left behind: every row sent, awaiting its callback.
         # (The stalled calls ended at the stop: the service requeued them, the baseline,
         # which does not retry, failed them.)
-        await conn.execute(
-            f"UPDATE {impl.table} SET status = 'awaiting_confirmation'"  # noqa: S608
-            " WHERE status IN ('queued', 'sending', 'failed')"
-        )
+        # No transition makes this move (0010 refuses it): the service's trigger is off for it.
+        async with contextlib.AsyncExitStack() as stack:
+            if impl.is_service:
+                await stack.enter_async_context(triggers_off(conn, impl.table, "transition"))
+            await conn.execute(
+                f"UPDATE {impl.table} SET status = 'awaiting_confirmation'"  # noqa: S608
+                " WHERE status IN ('queued', 'sending', 'failed')"
+            )
         if impl.is_service:
             await conn.execute(
                 "UPDATE cancellations SET submitted_at = updated_at, first_sent_at = updated_at,"

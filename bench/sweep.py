@@ -29,6 +29,8 @@ from orchestrator.store.queries import QUERIES
 from orchestrator.store.repository import Store
 from orchestrator.workers.sweeper import Sweeper
 
+from harness import triggers_off
+
 #: ORCH_RETENTION_S's default (90 days): the expired rows ended before now minus this.
 RETENTION_S = 7_776_000
 #: The sweeper's batch (Sweeper.retention_batch) and its batches per round (run_once).
@@ -220,11 +222,13 @@ async def load(dsn: str, rows: int, overdue: int, expired: int = 0) -> dict[str,
         await migrations.migrate(conn)
         now = datetime.now(UTC)
         started = time.perf_counter()
-        await conn.copy_records_to_table(
-            "cancellations",
-            records=_records(rows, overdue, expired, now, seed=rows),
-            columns=_COLUMNS,
-        )
+        # Synthetic rows in every status: no transition wrote them (0010's trigger is off).
+        async with triggers_off(conn, "cancellations", "transition_on_insert"):
+            await conn.copy_records_to_table(
+                "cancellations",
+                records=_records(rows, overdue, expired, now, seed=rows),
+                columns=_COLUMNS,
+            )
         await conn.execute(
             "INSERT INTO cancellation_counts (status, shard, n)"
             " SELECT status, 0, count(*) FROM cancellations"
@@ -293,10 +297,12 @@ async def measure(dsn: str, overdue: int, rounds: int) -> dict[str, Any]:
         sweeper = Sweeper(store, SystemClock(), served=lambda: ["dropbox_sign:default"])
 
         async def put_back() -> None:
-            await conn.execute(
-                "UPDATE cancellations SET status = 'awaiting_confirmation', needs_check = false,"
-                " next_attempt_at = NULL WHERE status = 'queued' AND needs_check"
-            )
+            async with triggers_off(conn, "cancellations", "transition"):  # a reset
+                await conn.execute(
+                    "UPDATE cancellations SET status = 'awaiting_confirmation',"
+                    " needs_check = false, next_attempt_at = NULL"
+                    " WHERE status = 'queued' AND needs_check"
+                )
             await conn.execute("VACUUM (ANALYZE) cancellations")
 
         lsn = "SELECT pg_current_wal_lsn()::text"
