@@ -6,6 +6,7 @@ status change it does not list raises SQLSTATE TR001, which the store reads as a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -18,6 +19,11 @@ from orchestrator.domain.lifecycle import Cause
 from orchestrator.domain.model import ConfirmedVia, Outcome, Settled, Status
 from orchestrator.store import db as store_db
 from orchestrator.store.repository import NewCancellation, Store
+from tests.integration.conftest import Harness
+from tests.tokens import token
+
+OPS_TOKEN = token("ops")
+AS_OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
 
 
 @pytest.fixture
@@ -122,3 +128,22 @@ async def test_a_transition_written_by_hand_gets_its_history_row_from_the_trigge
         )
         == 2
     ), "a change of other columns is no transition"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"api_tokens": f"{OPS_TOKEN}:enqueue+read+admin"}])
+async def test_a_transition_the_database_refuses_is_a_500_logged_as_an_error(
+    harness: Harness, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At the edge: were the table and TRANSITIONS to drift apart, the refused transition is
+    the service's bug (500, ERROR with its traceback), never the client's (a 4xx), and the
+    cancellation is left as it was."""
+    created = await harness.enqueue("sr-drift", headers=AS_OPS)
+    await db.execute("DELETE FROM cancellation_transitions WHERE cause = 'abandoned'")
+    response = await harness.client.post(
+        f"/v1/cancellations/{created['id']}/abandon", json={"reason": "drift"}, headers=AS_OPS
+    )
+    assert response.status == 500, await response.text()
+    assert response.content_type == "application/problem+json"
+    (logged,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged.exc_info is not None and logged.exc_info[0] is errors.IllegalTransition
+    assert await db.fetchval("SELECT status FROM cancellations") == "queued"
