@@ -111,7 +111,7 @@ async def load(dsn: str, rows: int) -> dict[str, Any]:
     try:
         await migrations.migrate(conn)
         started = time.perf_counter()
-        # Synthetic queued rows with no enqueue behind them: no history row either (0010).
+        # Synthetic queued rows with no enqueue behind them: no history row either (0011).
         async with triggers_off(conn, "cancellations", "transition_on_insert"):
             await conn.copy_records_to_table(
                 "cancellations", records=_records(rows, datetime.now(UTC)), columns=_COLUMNS
@@ -161,7 +161,7 @@ async def _one_run(dsn: str, pg: CpuMeter, way: str, claims: int, batch: int) ->
     try:
         trigger = "DISABLE" if way == "before-no-notify" else "ENABLE"
         await conn.execute(f"ALTER TABLE cancellations {trigger} TRIGGER cancellation_changed")
-        # Before 0010 the claim wrote its own history, and nothing checked transitions.
+        # Before 0011 the claim wrote its own history, and nothing checked transitions.
         trigger = "DISABLE" if way.startswith("before") else "ENABLE"
         await conn.execute(f"ALTER TABLE cancellations {trigger} TRIGGER transition")
         await conn.execute(

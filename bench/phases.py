@@ -296,7 +296,7 @@ async def api_phase(
         # What a dispatcher would have left behind: every row sent, awaiting its callback.
         # (The stalled calls ended at the stop: the service requeued them, the baseline,
         # which does not retry, failed them.)
-        # No transition makes this move (0010 refuses it): the service's trigger is off for it.
+        # No transition makes this move (0011 refuses it): the service's trigger is off for it.
         async with contextlib.AsyncExitStack() as stack:
             if impl.is_service:
                 await stack.enter_async_context(triggers_off(conn, impl.table, "transition"))

@@ -222,7 +222,7 @@ async def load(dsn: str, rows: int, overdue: int, expired: int = 0) -> dict[str,
         await migrations.migrate(conn)
         now = datetime.now(UTC)
         started = time.perf_counter()
-        # Synthetic rows in every status: no transition wrote them (0010's trigger is off).
+        # Synthetic rows in every status: no transition wrote them (0011's trigger is off).
         async with triggers_off(conn, "cancellations", "transition_on_insert"):
             await conn.copy_records_to_table(
                 "cancellations",

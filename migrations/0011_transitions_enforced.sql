@@ -79,7 +79,8 @@ FOR EACH ROW EXECUTE FUNCTION check_event_transition();
 ALTER TABLE cancellations ADD COLUMN transition_cause text, ADD COLUMN transition_evidence jsonb;
 
 -- The one writer of cancellation_events: a BEFORE UPDATE trigger (so it can clear the
--- columns) and an AFTER INSERT one (the history row's foreign key needs the row first).
+-- columns) and an AFTER INSERT one (a BEFORE INSERT trigger would also fire for an insert
+-- that ON CONFLICT DO NOTHING then skips, and write history for a row that never was).
 CREATE FUNCTION record_transition() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
