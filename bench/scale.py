@@ -33,6 +33,7 @@ from orchestrator.store.repository import Store
 from orchestrator.workers.sweeper import Sweeper
 
 import sweep
+from harness import triggers_off
 
 ACCOUNT = "dropbox_sign:default"
 #: The open rows, whatever the table's size: a queue's backlog does not grow with history.
@@ -142,7 +143,9 @@ async def load(dsn: str, rows: int, backlog: int, expired: int) -> dict[str, Any
             else:
                 await conn.execute(f"ALTER TABLE {d['tab']} DROP CONSTRAINT {d['name']}")
         now = datetime.now(UTC)
-        await conn.execute(_FILL, rows, now, *counts, expired)
+        # Synthetic rows in every status: no transition wrote them (0011's trigger is off).
+        async with triggers_off(conn, "cancellations", "transition_on_insert"):
+            await conn.execute(_FILL, rows, now, *counts, expired)
         filled = time.perf_counter()
         for kind in ("pk", "index", "fk"):
             for d in deps:
@@ -304,10 +307,12 @@ async def measure(
             for k in before:
                 totals[k] = totals.get(k, 0) + after[k] - before[k]
             requeued.append(report.overdue)
-            await admin.execute(
-                "UPDATE cancellations SET status = 'awaiting_confirmation', needs_check = false,"
-                " next_attempt_at = NULL WHERE status = 'queued' AND needs_check"
-            )
+            async with triggers_off(admin, "cancellations", "transition"):  # a reset
+                await admin.execute(
+                    "UPDATE cancellations SET status = 'awaiting_confirmation',"
+                    " needs_check = false, next_attempt_at = NULL"
+                    " WHERE status = 'queued' AND needs_check"
+                )
         out["sweep"] = {
             **_summary(times, dict.fromkeys(totals, 0), totals),
             "requeued": requeued,
