@@ -361,7 +361,11 @@ SELECT count(*) FROM finished;
 
 -- name: watch_cancellation
 -- A long poll waits for this cancellation until $3: its changes are announced meanwhile.
-INSERT INTO cancellation_watches (cancellation_id, watcher, until) VALUES ($1, $2, $3)
+-- FOR SHARE waits out a change in flight, whose trigger may have looked for watches before
+-- this one was committed (and so announced nothing): the read that follows then sees it.
+WITH locked AS (SELECT id FROM cancellations WHERE id = $1 FOR SHARE)
+INSERT INTO cancellation_watches (cancellation_id, watcher, until)
+SELECT id, $2, $3 FROM locked
 ON CONFLICT DO NOTHING;
 
 -- name: unwatch_cancellation

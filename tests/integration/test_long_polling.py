@@ -228,3 +228,36 @@ async def test_only_watched_cancellations_are_announced(
         assert heard.empty()
     finally:
         await listener.close()
+
+
+async def test_a_change_in_flight_when_the_poll_starts_is_never_missed(
+    harness: Harness, dsn: str, db: asyncpg.Connection
+) -> None:
+    """A change whose trigger looked for watches before this poll's watch was committed
+    announces nothing, and the poll's first read comes before it commits. The watch waits
+    that change out (FOR SHARE on the row), so the read after it sees the change; before,
+    the poll slept out its whole wait (60 s, past this test's bound) before it saw it."""
+    ident, tag = await enqueue(harness, "sr-in-flight")
+    feed = harness.app[keys.CHANGES]
+    observer = await asyncpg.connect(dsn)
+    try:
+        async with asyncio.timeout(BOUND_S):
+            await feed.listening()
+            change = db.transaction()
+            await change.start()
+            await db.execute("UPDATE cancellations SET version = version + 1 WHERE id = $1", ident)
+            poll = asyncio.create_task(
+                harness.client.get(
+                    f"/v1/cancellations/{ident}?wait=60", headers={"If-None-Match": tag}
+                )
+            )
+            blocked = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            # Until the poll has watched and read, or waits to watch (no event to wait on).
+            while feed.waiting(ident) == 0 and await observer.fetchval(blocked) == 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            await change.commit()
+            response = await poll
+    finally:
+        await observer.close()
+    assert response.status == 200
+    assert response.headers["ETag"] != tag
