@@ -21,6 +21,10 @@ TIME_TO_TERMINAL_BUCKETS = (
 )  # fmt: skip
 
 
+#: Items per shared commit: a lone request is 1; store/flusher.py caps a group at 256.
+COMMIT_GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -87,6 +91,16 @@ class Metrics:
             "Completion callback attempts, by cause (callback_delivered, callback_failed, "
             "callback_gave_up)",
             ["cause"],
+            registry=self.registry,
+        )
+
+        # Shared commits (issue 18, store/flusher.py).
+        self.commit_groups = Histogram(
+            "orchestrator_commit_group_size",
+            "Items written by one shared commit, by kind (enqueue, decision, webhook) and"
+            " whether the group failed and each item was then written alone (fell_back)",
+            ["kind", "fell_back"],
+            buckets=COMMIT_GROUP_BUCKETS,
             registry=self.registry,
         )
 
@@ -177,6 +191,10 @@ class Metrics:
             self.awaiting_confirmation.labels(provider).set(awaiting.count if awaiting else 0)
             self.overdue.labels(provider).set(awaiting.due if awaiting else 0)
         self.gauges_read_at.set(now.timestamp())
+
+    def flushed(self, kind: str, size: int, fell_back: bool) -> None:
+        """A shared commit of `size` items of `kind` (SharedStore's on_flush)."""
+        self.commit_groups.labels(kind, str(fell_back).lower()).observe(size)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -48,6 +48,49 @@ LEFT JOIN LATERAL (
 -- The end of an attempt also uses the callbacks that arrived during it (0009).
 SELECT * FROM apply_attempt_decision($1, $2, $3, $4, $5, $6);
 
+-- name: apply_decisions
+-- Many apply_decision, one statement (one transaction; store/shared.py): each fenced by its
+-- version as alone. The caller sends the items sorted by id, so concurrent groups lock rows
+-- in one order; $7 is their position in the caller's list. A fenced item has a row of nulls
+-- but its position (LEFT JOIN: a set-returning function that returns nothing would drop it).
+SELECT b.position, a.*
+FROM (
+    SELECT *
+    FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[], $5::jsonb[],
+                $6::boolean[], $7::int[])
+         WITH ORDINALITY AS u(id, version, from_status, now, decision, submitted, position, n)
+    ORDER BY n
+) b
+LEFT JOIN LATERAL apply_attempt_decision(b.id, b.version, b.from_status, b.now, b.decision,
+                                         b.submitted) a ON true;
+
+-- name: record_webhook_events
+-- Many record_webhook_event, one statement (one transaction; store/shared.py). The caller
+-- sends the events sorted by (provider, account, resource_id), the order enqueues use, so
+-- concurrent groups take their per-request advisory locks in one order; $13 is their
+-- position in the caller's list. settled.created_at as in record_webhook_event above: the
+-- statement's snapshot predates every function call in it.
+SELECT b.position, r.outcome, settled.created_at
+FROM (
+    SELECT *
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                $6::timestamptz[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::timestamptz[],
+                $11::interval[], $12::boolean[], $13::int[])
+         WITH ORDINALITY AS u(provider, account, dedupe_key, resource_id, event_type,
+                              event_time, effect, decision, payload, now, skew, settle,
+                              position, n)
+    ORDER BY n
+) b
+CROSS JOIN LATERAL record_webhook_event(b.provider, b.account, b.dedupe_key, b.resource_id,
+                                        b.event_type, b.event_time, b.effect, b.decision,
+                                        b.payload, b.now, b.skew, b.settle) AS r(outcome)
+LEFT JOIN LATERAL (
+    SELECT created_at FROM cancellations
+    WHERE r.outcome = 'applied'
+      AND provider = b.provider AND account = b.account AND resource_id = b.resource_id
+      AND status IN ('queued', 'sending', 'awaiting_confirmation')
+) settled ON true;
+
 -- name: get_cancellation
 SELECT * FROM cancellations WHERE id = $1;
 

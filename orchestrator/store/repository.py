@@ -66,6 +66,19 @@ def _request_key(new: NewCancellation) -> tuple[str, str, str]:
     return (new.provider, new.account, new.resource_id)
 
 
+def enqueued(found: Cancellation | None, result: str) -> tuple[Cancellation, bool]:
+    """(it, created) from enqueue_cancellation's answer; a key conflict raises Conflict."""
+    if result == "key_reused":
+        assert found is not None
+        raise errors.Conflict(
+            "this Idempotency-Key was used with a different request body",
+            cancellation_id=str(found.id),
+        )
+    if result == "key_taken" or found is None:
+        raise errors.Conflict("a concurrent request took this idempotency key")
+    return found, result == "created"
+
+
 def effect_to_json(effect: Settled) -> dict[str, Any]:
     return {
         "outcome": effect.outcome.value,
@@ -149,15 +162,8 @@ class Store:
                 new.enqueued_by,
             )
         assert record is not None
-        result = record["result"]
-        if result == "key_reused":
-            raise errors.Conflict(
-                "this Idempotency-Key was used with a different request body",
-                cancellation_id=str(record["id"]),
-            )
-        if result == "key_taken":
-            raise errors.Conflict("a concurrent request took this idempotency key")
-        return Cancellation.from_row(record), result == "created"
+        found = Cancellation.from_row(record) if record["id"] is not None else None
+        return enqueued(found, record["result"])
 
     async def enqueue_batch(
         self, news: list[NewCancellation], now: datetime, *, chunk: int = 250
@@ -361,28 +367,9 @@ class Store:
         a status check, at most one due or in flight per cancellation
         (0009_callbacks_only_prompt_checks.sql, record_webhook_event).
         """
-        effect = decision = None
-        if event.effect is not None:
-            effect = effect_to_json(event.effect)
-            decision = decision_json(lifecycle.from_webhook(event.effect), now)
-        event_time = (
-            datetime.fromtimestamp(event.event_time, UTC) if event.event_time is not None else None
-        )
         async with translate_errors():
             record = await self.pool.fetchrow(
-                Q["record_webhook_event"],
-                event.provider,
-                event.account,
-                event.dedupe_key,
-                _without_nul(event.resource_id),
-                _without_nul(event.event_type),
-                event_time,
-                effect,
-                decision,
-                _without_nul(event.payload),
-                now,
-                timedelta(seconds=skew_s),
-                settle,
+                Q["record_webhook_event"], *webhook_args(event, now, skew_s=skew_s, settle=settle)
             )
         assert record is not None
         return WebhookRecorded(WebhookOutcome(record["outcome"]), record["created_at"])
@@ -431,6 +418,33 @@ class Store:
         async with translate_errors(), self.pool.acquire() as conn, conn.transaction():
             if await conn.fetchval(Q["try_lock_fold"]):
                 await conn.execute(Q["fold_counts"])
+
+
+def webhook_args(
+    event: WebhookEvent, now: datetime, *, skew_s: float, settle: bool
+) -> tuple[Any, ...]:
+    """record_webhook_event's twelve arguments, in its order."""
+    effect = decision = None
+    if event.effect is not None:
+        effect = effect_to_json(event.effect)
+        decision = decision_json(lifecycle.from_webhook(event.effect), now)
+    event_time = (
+        datetime.fromtimestamp(event.event_time, UTC) if event.event_time is not None else None
+    )
+    return (
+        event.provider,
+        event.account,
+        event.dedupe_key,
+        _without_nul(event.resource_id),
+        _without_nul(event.event_type),
+        event_time,
+        effect,
+        decision,
+        _without_nul(event.payload),
+        now,
+        timedelta(seconds=skew_s),
+        settle,
+    )
 
 
 def _without_nul(value: Any) -> Any:

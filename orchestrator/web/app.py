@@ -33,6 +33,7 @@ from orchestrator.store.changes import ChangeFeed
 from orchestrator.store.outbox import Outbox
 from orchestrator.store.owner_lock import OwnerLock
 from orchestrator.store.repository import Store
+from orchestrator.store.shared import SharedStore
 from orchestrator.web import cancellations, docs, keys, ops, schemas, ui, webhooks
 from orchestrator.web.access import access_log_middleware
 from orchestrator.web.auth import BUCKETS, bearer_auth_middleware, buckets
@@ -104,9 +105,11 @@ def create_app(
             connect_timeout_s=settings.db_connect_timeout_s,
             statement_cache=settings.database_pooler != "transaction",
         )
-        app[keys.STORE] = Store(pool)
+        app[keys.STORE] = store = SharedStore(pool, on_flush=metrics.flushed)
         await ui.end_sessions_of_removed_tokens(app, settings)
         yield
+        # The workers have stopped and the requests are answered: write what is pending.
+        await store.close(settings.shutdown_timeout_s)
         await pool.close()
 
     async def change_feed(app: web.Application) -> AsyncIterator[None]:
