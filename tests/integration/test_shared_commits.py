@@ -50,7 +50,7 @@ def groups(harness: Harness, kind: str, fell_back: bool = False) -> tuple[float,
 async def until(check: Callable[[], Awaitable[bool]]) -> None:
     """Wait until `check()` holds (bounded: a stuck test fails rather than hangs)."""
     async with asyncio.timeout(20):
-        while not await check():
+        while not await check():  # noqa: ASYNC110 - another session's or task's state
             await asyncio.sleep(0.01)
 
 
@@ -150,7 +150,8 @@ async def test_concurrent_enqueues_share_one_commit_and_each_caller_gets_its_own
     # One created it (202), the others found it (200), as if they had come one by one.
     assert sorted(status for status, _ in same) == [200, 200, 202]
     assert len({body["id"] for _, body in same}) == 1
-    assert await db.fetchval("SELECT count(*) FROM cancellations WHERE resource_id = 'sr-same'") == 1
+    same_rows = "SELECT count(*) FROM cancellations WHERE resource_id = 'sr-same'"
+    assert await db.fetchval(same_rows) == 1
     reused_status, reused = answers[13]
     assert reused_status == 409 and reused["cancellation_id"] == earlier["id"], reused
     key_answers = sorted(status for status, _ in answers[14:16])
@@ -401,8 +402,11 @@ async def test_webhooks_share_one_commit_and_duplicates_still_make_one_inbox_row
         shared(harness).webhooks,
         lambda: send(signed_event(key, "signature_request_canceled", "sr-block", at)),
         hold_request(dsn, "sr-block"),
-        [*[lambda: send(same) for _ in range(3)], *[lambda b=b: send(b) for b in others]]
-        + [lambda: send(unknown)],
+        [
+            *[lambda: send(same) for _ in range(3)],
+            *[lambda b=b: send(b) for b in others],
+            lambda: send(unknown),
+        ],
     )
     assert [first, *answers] == [200] * 7
     inbox = await db.fetch(
