@@ -107,13 +107,16 @@ class Flusher(Generic[T, R]):
                 if group:
                     await self._flush(group)
                 group = []
-        except asyncio.CancelledError:
-            stopped = errors.DatabaseUnavailable(
-                "the service stopped before this was written", error="Stopping"
-            )
+        except BaseException as exc:
+            # Stopped (cancelled at shutdown), or a bug: no caller is left waiting for ever.
+            failed: BaseException = exc
+            if isinstance(exc, asyncio.CancelledError):
+                failed = errors.DatabaseUnavailable(
+                    "the service stopped before this was written", error="Stopping"
+                )
             for _, future in group + self._pending:
                 if not future.done():
-                    future.set_exception(stopped)
+                    future.set_exception(failed)
             self._pending.clear()
             raise
         finally:

@@ -253,6 +253,26 @@ async def test_enqueues_refused_once_the_store_is_closed(harness: Harness) -> No
     assert status == 503, body
 
 
+async def test_stopping_fails_what_could_not_be_written_in_time_with_a_503(
+    harness: Harness, dsn: str, db: asyncpg.Connection
+) -> None:
+    """A flush held up past the shutdown timeout is given up: its caller and the one waiting
+    behind it each get DatabaseUnavailable (a 503), none is left waiting."""
+    store = shared(harness)
+    async with hold_request(dsn, "sr-stuck"):
+        stuck = asyncio.ensure_future(post(harness, cancel("sr-stuck")))
+        await until(lambda: waiting_on_lock(db))
+        behind = asyncio.ensure_future(post(harness, cancel("sr-behind")))
+
+        async def queued() -> bool:
+            return store.enqueues.pending == 1
+
+        await until(queued)
+        await store.close(0.2)
+        answers = await asyncio.gather(stuck, behind)
+    assert [status for status, _ in answers] == [503, 503], answers
+
+
 # --- decisions -------------------------------------------------------------------------
 
 
