@@ -9,6 +9,7 @@ so that concurrent groups take their locks in one order.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,10 +83,14 @@ class SharedStore(Store):
         )
 
     async def close(self, timeout_s: float) -> None:
-        """Write what is pending (within the timeout each), then refuse more: before the
-        pool closes."""
-        for flusher in (self.enqueues, self.decisions, self.webhooks):
-            await flusher.close(timeout_s)
+        """Write what is pending (within the timeout), then refuse more: before the pool
+        closes."""
+        await asyncio.gather(
+            *(
+                flusher.close(timeout_s)
+                for flusher in (self.enqueues, self.decisions, self.webhooks)
+            )
+        )
 
     # --- the calls, as Store's ----------------------------------------------------------
 
