@@ -42,14 +42,22 @@ CREATE FUNCTION public.apply_attempt_decision(p_id uuid, p_version bigint, p_fro
     AS $$
 DECLARE
     applied cancellations;
-    arrived jsonb;
+    rule attempt_end_rules;
+    arrived_events jsonb;
 BEGIN
     SELECT * INTO applied
     FROM apply_decision(p_id, p_version, p_from, p_now, p_decision, p_submitted);
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    IF p_from = 'sending' THEN
+    SELECT * INTO rule FROM attempt_end_rules r
+    WHERE r.from_status = p_from AND r.result_status = applied.status
+      AND r.any_arrived = EXISTS (SELECT 1 FROM webhook_inbox
+                                  WHERE cancellation_id = p_id AND processed_at IS NULL);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'attempt_end_rules has no row for % -> %', p_from, applied.status;
+    END IF;
+    IF rule.use_arrived THEN
         WITH used AS (
             UPDATE webhook_inbox SET processed_at = p_now
             WHERE cancellation_id = p_id AND processed_at IS NULL
@@ -57,21 +65,21 @@ BEGIN
         )
         SELECT jsonb_agg(jsonb_build_object('inbox_event_id', id, 'event_type', event_type,
                                             'event_time', event_time) ORDER BY id)
-        INTO arrived FROM used;
-        IF arrived IS NOT NULL AND applied.status = 'awaiting_confirmation' THEN
-            SELECT * INTO applied
-            FROM apply_decision(
-                p_id, applied.version, applied.status, p_now,
-                jsonb_build_object(
-                    'status', 'queued', 'cause', 'webhook_needs_check', 'needs_check', true,
-                    'next_attempt_at', p_now,
-                    'evidence', jsonb_build_object(
-                        'inbox_event_id', arrived -> 0 -> 'inbox_event_id',
-                        'event_type', arrived -> 0 -> 'event_type',
-                        'event_time', arrived -> 0 -> 'event_time',
-                        'arrived_during_attempt', arrived)),
-                false);
-        END IF;
+        INTO arrived_events FROM used;
+    END IF;
+    IF rule.to_status IS NOT NULL THEN
+        SELECT * INTO applied
+        FROM apply_decision(
+            p_id, applied.version, applied.status, p_now,
+            jsonb_build_object(
+                'status', rule.to_status, 'cause', rule.cause, 'needs_check', true,
+                'next_attempt_at', p_now,
+                'evidence', jsonb_build_object(
+                    'inbox_event_id', arrived_events -> 0 -> 'inbox_event_id',
+                    'event_type', arrived_events -> 0 -> 'event_type',
+                    'event_time', arrived_events -> 0 -> 'event_time',
+                    'arrived_during_attempt', arrived_events)),
+            false);
     END IF;
     RETURN NEXT applied;
 END;
@@ -212,6 +220,7 @@ CREATE FUNCTION public.enqueue_cancellation(p_id uuid, p_provider text, p_accoun
     AS $$
 DECLARE
     stored jsonb;
+    rule stored_event_rules;
     evidence jsonb := '{}';
 BEGIN
     PERFORM lock_request(p_provider, p_account, p_resource_id);
@@ -240,6 +249,7 @@ BEGIN
     FROM webhook_inbox
     WHERE provider = p_provider AND account = p_account AND resource_id = p_resource_id
       AND processed_at IS NULL AND effect IS NOT NULL;
+    SELECT * INTO STRICT rule FROM stored_event_rules r WHERE r.any_stored = (stored IS NOT NULL);
 
     IF coalesce(p_reason, '') <> '' THEN
         evidence := jsonb_build_object('reason', p_reason);
@@ -257,7 +267,7 @@ BEGIN
         callback_url, callback_receiver, transition_cause, transition_evidence
     )
     VALUES (p_id, p_provider, p_account, p_resource_id, 'queued', p_reason, p_metadata,
-            p_params, p_idempotency_key, p_request_hash, p_now, stored IS NOT NULL, p_now,
+            p_params, p_idempotency_key, p_request_hash, p_now, rule.needs_check, p_now,
             p_now, p_callback_url,
             CASE WHEN p_callback_url IS NOT NULL THEN p_enqueued_by END,
             'enqueued', evidence)
@@ -271,7 +281,7 @@ BEGIN
                        ELSE 'key_reused' END;
         RETURN;
     END IF;
-    IF stored IS NOT NULL THEN
+    IF rule.use_stored THEN
         UPDATE webhook_inbox SET processed_at = p_now, cancellation_id = p_id
         WHERE provider = p_provider AND account = p_account AND resource_id = p_resource_id
           AND processed_at IS NULL AND effect IS NOT NULL;
@@ -350,8 +360,7 @@ CREATE FUNCTION public.record_webhook_event(p_provider text, p_account text, p_d
 DECLARE
     event_id bigint;
     target cancellations;
-    settles boolean;
-    pending boolean;
+    rule webhook_rules;
 BEGIN
     IF p_resource_id IS NOT NULL THEN
         PERFORM lock_request(p_provider, p_account, p_resource_id);
@@ -362,49 +371,51 @@ BEGIN
             FOR UPDATE;
         END IF;
     END IF;
-    settles := target.id IS NOT NULL AND p_settle AND p_event_time IS NOT NULL
-               AND target.first_sent_at IS NOT NULL
-               AND p_event_time >= target.first_sent_at - p_skew;
-    pending := target.id IS NOT NULL AND NOT settles AND target.status = 'sending';
+    SELECT * INTO rule FROM webhook_rules r
+    WHERE r.target_status = coalesce(target.status, 'none')
+      AND r.settle_mode = coalesce(p_settle, false)
+      AND r.age = CASE WHEN p_event_time IS NULL THEN 'unknown'
+                       WHEN target.first_sent_at IS NULL THEN 'not_sent'
+                       WHEN p_event_time >= target.first_sent_at - p_skew THEN 'fresh'
+                       ELSE 'older' END
+      AND r.check_due = coalesce(target.needs_check AND target.next_attempt_at <= p_now,
+                                 false);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook_rules has no row for cancellation % (status %)',
+                        target.id, target.status;
+    END IF;
     INSERT INTO webhook_inbox (
         provider, account, dedupe_key, resource_id, event_type, event_time, effect, payload,
         received_at, processed_at, cancellation_id
     )
     VALUES (p_provider, p_account, p_dedupe_key, p_resource_id, p_event_type, p_event_time,
-            p_effect, p_payload, p_now,
-            CASE WHEN target.id IS NOT NULL AND NOT pending THEN p_now END, target.id)
+            p_effect, p_payload, p_now, CASE WHEN rule.used THEN p_now END, target.id)
     ON CONFLICT (provider, dedupe_key) DO NOTHING
     RETURNING id INTO event_id;
     IF event_id IS NULL THEN
         RETURN 'duplicate';
     END IF;
-    IF target.id IS NULL THEN
-        RETURN 'stored';
-    END IF;
-    IF settles THEN
+    IF rule.outcome = 'applied' THEN
         PERFORM * FROM apply_decision(
             target.id, target.version, target.status, p_now,
             p_decision || jsonb_build_object(
                 'evidence', coalesce(p_decision -> 'evidence', '{}')
                             || jsonb_build_object('inbox_event_id', event_id)),
             false);
-        RETURN 'applied';
+    ELSIF rule.to_status IS NOT NULL THEN
+        -- A status check, due now (the rule's cause: webhook_needs_check).
+        PERFORM * FROM apply_decision(
+            target.id, target.version, target.status, p_now,
+            jsonb_build_object(
+                'status', rule.to_status, 'cause', rule.cause, 'needs_check', true,
+                'next_attempt_at', p_now,
+                'evidence', jsonb_build_object(
+                    'inbox_event_id', event_id, 'event_type', p_event_type,
+                    'event_time', p_event_time, 'first_sent_at', target.first_sent_at,
+                    'settles', p_settle)),
+            false);
     END IF;
-    IF pending OR (target.status = 'queued' AND target.needs_check
-                   AND target.next_attempt_at <= p_now) THEN
-        RETURN 'coalesced';
-    END IF;
-    PERFORM * FROM apply_decision(
-        target.id, target.version, target.status, p_now,
-        jsonb_build_object(
-            'status', 'queued', 'cause', 'webhook_needs_check', 'needs_check', true,
-            'next_attempt_at', p_now,
-            'evidence', jsonb_build_object(
-                'inbox_event_id', event_id, 'event_type', p_event_type,
-                'event_time', p_event_time, 'first_sent_at', target.first_sent_at,
-                'settles', p_settle)),
-        false);
-    RETURN 'check';
+    RETURN rule.outcome;
 END;
 $$;
 
@@ -456,6 +467,15 @@ BEGIN
     RETURN 0;
 END;
 $$;
+
+CREATE TABLE public.attempt_end_rules (
+    from_status text NOT NULL,
+    any_arrived boolean NOT NULL,
+    result_status text NOT NULL,
+    use_arrived boolean NOT NULL,
+    to_status text,
+    cause text
+);
 
 CREATE TABLE public.cancellation_events (
     id bigint NOT NULL,
@@ -525,6 +545,12 @@ CREATE TABLE public.schema_migrations (
     checksum text
 );
 
+CREATE TABLE public.stored_event_rules (
+    any_stored boolean NOT NULL,
+    needs_check boolean NOT NULL,
+    use_stored boolean NOT NULL
+);
+
 CREATE TABLE public.ui_sessions (
     id_hash bytea NOT NULL,
     token_name text NOT NULL,
@@ -557,8 +583,22 @@ ALTER TABLE public.webhook_inbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTIT
     CACHE 1
 );
 
+CREATE TABLE public.webhook_rules (
+    target_status text NOT NULL,
+    settle_mode boolean NOT NULL,
+    age text NOT NULL,
+    check_due boolean NOT NULL,
+    outcome text NOT NULL,
+    used boolean NOT NULL,
+    to_status text,
+    cause text
+);
+
 ALTER TABLE ONLY public.account_budgets
     ADD CONSTRAINT account_budgets_pkey PRIMARY KEY (account);
+
+ALTER TABLE ONLY public.attempt_end_rules
+    ADD CONSTRAINT attempt_end_rules_pkey PRIMARY KEY (from_status, any_arrived, result_status);
 
 ALTER TABLE ONLY public.callback_attempts
     ADD CONSTRAINT callback_attempts_pkey PRIMARY KEY (id);
@@ -584,6 +624,9 @@ ALTER TABLE ONLY public.cancellations
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 
+ALTER TABLE ONLY public.stored_event_rules
+    ADD CONSTRAINT stored_event_rules_pkey PRIMARY KEY (any_stored);
+
 ALTER TABLE ONLY public.ui_sessions
     ADD CONSTRAINT ui_sessions_pkey PRIMARY KEY (id_hash);
 
@@ -592,6 +635,9 @@ ALTER TABLE ONLY public.webhook_inbox
 
 ALTER TABLE ONLY public.webhook_inbox
     ADD CONSTRAINT webhook_inbox_provider_dedupe_key_key UNIQUE (provider, dedupe_key);
+
+ALTER TABLE ONLY public.webhook_rules
+    ADD CONSTRAINT webhook_rules_pkey PRIMARY KEY (target_status, settle_mode, age, check_due);
 
 CREATE INDEX callback_attempts_by_cancellation ON public.callback_attempts USING btree (cancellation_id, id);
 

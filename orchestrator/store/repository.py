@@ -5,7 +5,6 @@ Every statement comes from queries.sql. Each public method is one transaction.
 
 from __future__ import annotations
 
-import enum
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ import asyncpg
 from orchestrator import errors
 from orchestrator.domain import lifecycle
 from orchestrator.domain.model import Cancellation, Event, Settled, Status, WebhookEvent
+from orchestrator.domain.webhook_rules import WebhookOutcome as WebhookOutcome  # re-exported
 from orchestrator.store import migrations
 from orchestrator.store.db import translate_errors
 from orchestrator.store.queries import QUERIES as Q
@@ -34,15 +34,6 @@ class NewCancellation:
     callback_url: str | None = None
     #: Who enqueued it ("token:<name>" or "anonymous"), for the history and the callbacks.
     enqueued_by: str | None = None
-
-
-class WebhookOutcome(enum.StrEnum):
-    DUPLICATE = "duplicate"
-    APPLIED = "applied"
-    STORED = "stored"
-    CHECK = "check"
-    #: As CHECK, but a check was already due or an attempt in flight: nothing more asked.
-    COALESCED = "coalesced"
 
 
 @dataclass(frozen=True, slots=True)
