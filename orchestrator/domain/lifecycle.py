@@ -4,6 +4,9 @@ Every legal transition is listed once, in TRANSITIONS; the dispatcher, the sweep
 webhook receiver and the admin actions carry decisions out, and the SQL that moves rows in
 bulk (claims, requeues) writes only transitions listed here: Postgres refuses any other
 (migration 0011's cancellation_transitions, a copy of this table kept equal by a test).
+What a provider's callback does (settle, check first, or leave it to the attempt in flight)
+is decided here too, by the pure rules of the sibling module webhook_rules.py, which Postgres
+looks up in tables kept equal to them (migration 0012) instead of deciding in plpgsql.
 Times are passed in, never read, so the 72-hour path is tested without waiting 72 hours.
 """
 
