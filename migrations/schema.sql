@@ -88,35 +88,27 @@ $$;
 CREATE FUNCTION public.apply_decision(p_id uuid, p_version bigint, p_from text, p_now timestamp with time zone, p_decision jsonb, p_submitted boolean) RETURNS SETOF public.cancellations
     LANGUAGE sql
     AS $$
-    WITH updated AS (
-        UPDATE cancellations
-        SET status = p_decision ->> 'status',
-            version = version + 1,
-            updated_at = p_now,
-            attempts = attempts
-                - CASE WHEN (p_decision ->> 'refund_attempt')::boolean THEN 1 ELSE 0 END,
-            next_attempt_at = (p_decision ->> 'next_attempt_at')::timestamptz,
-            confirm_by = coalesce((p_decision ->> 'confirm_by')::timestamptz, confirm_by),
-            outcome = coalesce(p_decision ->> 'outcome', outcome),
-            confirmed_via = p_decision ->> 'confirmed_via',
-            confirmed_at = CASE WHEN p_decision ->> 'status' = 'confirmed' THEN p_now END,
-            last_error = coalesce(p_decision -> 'error', last_error),
-            provider_state = coalesce(p_decision -> 'provider_state', provider_state),
-            submitted_at = CASE WHEN p_submitted THEN p_now ELSE submitted_at END,
-            needs_check = coalesce((p_decision ->> 'needs_check')::boolean, false),
-            lease_owner = NULL,
-            lease_expires_at = NULL,
-            transition_cause = p_decision ->> 'cause',
-            transition_evidence = coalesce(p_decision -> 'evidence', '{}')
-        WHERE id = p_id AND version = p_version
-        RETURNING *
-    ), counted AS (
-        INSERT INTO cancellation_counts AS c (status, shard, n)
-        SELECT status, pg_backend_pid(), 1 FROM updated
-        WHERE status IN ('confirmed', 'failed')
-        ON CONFLICT (status, shard) DO UPDATE SET n = c.n + 1
-    )
-    SELECT * FROM updated;
+    UPDATE cancellations
+    SET status = p_decision ->> 'status',
+        version = version + 1,
+        updated_at = p_now,
+        attempts = attempts
+            - CASE WHEN (p_decision ->> 'refund_attempt')::boolean THEN 1 ELSE 0 END,
+        next_attempt_at = (p_decision ->> 'next_attempt_at')::timestamptz,
+        confirm_by = coalesce((p_decision ->> 'confirm_by')::timestamptz, confirm_by),
+        outcome = coalesce(p_decision ->> 'outcome', outcome),
+        confirmed_via = p_decision ->> 'confirmed_via',
+        confirmed_at = CASE WHEN p_decision ->> 'status' = 'confirmed' THEN p_now END,
+        last_error = coalesce(p_decision -> 'error', last_error),
+        provider_state = coalesce(p_decision -> 'provider_state', provider_state),
+        submitted_at = CASE WHEN p_submitted THEN p_now ELSE submitted_at END,
+        needs_check = coalesce((p_decision ->> 'needs_check')::boolean, false),
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        transition_cause = p_decision ->> 'cause',
+        transition_evidence = coalesce(p_decision -> 'evidence', '{}')
+    WHERE id = p_id AND version = p_version
+    RETURNING *;
 $$;
 
 CREATE FUNCTION public.check_event_transition() RETURNS trigger
@@ -179,6 +171,7 @@ $$;
 
 CREATE FUNCTION public.claim_rows(p_now timestamp with time zone, p_limit integer, p_owner text, p_lease_s double precision, p_accounts text[]) RETURNS SETOF public.cancellations
     LANGUAGE sql
+    SET enable_sort TO 'off'
     AS $$
     WITH due AS (
         SELECT id FROM cancellations
@@ -346,6 +339,11 @@ BEGIN
                                      evidence)
     VALUES (NEW.id, NEW.updated_at, was, NEW.status, NEW.transition_cause,
             coalesce(NEW.transition_evidence, '{}'));
+    IF NEW.status IN ('confirmed', 'failed') AND was IS DISTINCT FROM NEW.status THEN
+        INSERT INTO provider_counts AS c (provider, status, shard, n)
+        VALUES (NEW.provider, NEW.status, pg_backend_pid(), 1)
+        ON CONFLICT (provider, status, shard) DO UPDATE SET n = c.n + 1;
+    END IF;
     IF TG_OP = 'UPDATE' THEN
         NEW.transition_cause := NULL;
         NEW.transition_evidence := NULL;
@@ -468,6 +466,28 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION public.uncount_deleted() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO provider_counts AS c (provider, status, shard, n)
+    SELECT provider, status, pg_backend_pid(), -count(*) FROM gone
+    WHERE status IN ('confirmed', 'failed')
+    GROUP BY provider, status
+    ON CONFLICT (provider, status, shard) DO UPDATE SET n = c.n + excluded.n;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION public.uncount_truncated() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    DELETE FROM provider_counts;
+    RETURN NULL;
+END;
+$$;
+
 CREATE TABLE public.attempt_end_rules (
     from_status text NOT NULL,
     any_arrived boolean NOT NULL,
@@ -537,6 +557,14 @@ CREATE UNLOGGED TABLE public.cancellation_watches (
     watcher uuid NOT NULL,
     until timestamp with time zone NOT NULL
 );
+
+CREATE TABLE public.provider_counts (
+    provider text NOT NULL,
+    status text NOT NULL,
+    shard integer NOT NULL,
+    n bigint NOT NULL
+)
+WITH (fillfactor='50', autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_cost_delay='0');
 
 CREATE TABLE public.schema_migrations (
     version integer NOT NULL,
@@ -621,6 +649,9 @@ ALTER TABLE ONLY public.cancellation_watches
 ALTER TABLE ONLY public.cancellations
     ADD CONSTRAINT cancellations_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.provider_counts
+    ADD CONSTRAINT provider_counts_pkey PRIMARY KEY (provider, status, shard);
+
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 
@@ -686,3 +717,7 @@ CREATE TRIGGER event_is_a_transition BEFORE INSERT ON public.cancellation_events
 CREATE TRIGGER transition BEFORE UPDATE ON public.cancellations FOR EACH ROW WHEN (((new.status IS DISTINCT FROM old.status) OR (new.transition_cause IS DISTINCT FROM old.transition_cause))) EXECUTE FUNCTION public.record_transition();
 
 CREATE TRIGGER transition_on_insert AFTER INSERT ON public.cancellations FOR EACH ROW EXECUTE FUNCTION public.record_transition();
+
+CREATE TRIGGER uncount_on_delete AFTER DELETE ON public.cancellations REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION public.uncount_deleted();
+
+CREATE TRIGGER uncount_on_truncate AFTER TRUNCATE ON public.cancellations FOR EACH STATEMENT EXECUTE FUNCTION public.uncount_truncated();

@@ -121,11 +121,23 @@ ORDER BY id
 LIMIT $3;
 
 -- name: counts_by_provider
--- The dashboard's table: how many cancellations each provider has in each status (retention
--- bounds the table, so a live count is cheap enough at the dashboard's refresh rate).
-SELECT provider, status, count(*) AS n
-FROM cancellations
-GROUP BY provider, status
+-- The dashboard's table: how many cancellations each provider has in each status. Terminal
+-- ones from their counters (0013: provider_counts, kept by the table's triggers), open ones
+-- counted live, each from its status's partial index: the cost follows the backlog and the
+-- number of providers, never the table's size. A status without a row is absent.
+SELECT provider, status, n FROM (
+    SELECT provider, status, sum(n)::bigint AS n FROM provider_counts
+    GROUP BY provider, status HAVING sum(n) <> 0
+    UNION ALL
+    SELECT provider, 'queued', count(*) FROM cancellations WHERE status = 'queued'
+    GROUP BY provider
+    UNION ALL
+    SELECT provider, 'sending', count(*) FROM cancellations WHERE status = 'sending'
+    GROUP BY provider
+    UNION ALL
+    SELECT provider, 'awaiting_confirmation', count(*) FROM cancellations
+    WHERE status = 'awaiting_confirmation' GROUP BY provider
+) counts
 ORDER BY provider, status;
 
 -- name: overdue_cancellations
@@ -234,11 +246,12 @@ WITH released AS (
 SELECT count(*) FROM released;
 
 -- name: stats
--- Terminal statuses from their counters (apply_decision keeps them); open ones counted live,
--- each from its partial index; overdue and last_confirmed_at use indexes too.
+-- Terminal statuses from their counters (0013: provider_counts, kept by the table's
+-- triggers); open ones counted live, each from its partial index; overdue and
+-- last_confirmed_at use indexes too. Flat in the table's size.
 SELECT
     (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb) FROM (
-        SELECT status, sum(n)::bigint AS n FROM cancellation_counts GROUP BY status
+        SELECT status, sum(n)::bigint AS n FROM provider_counts GROUP BY status
         UNION ALL
         SELECT 'queued', count(*) FROM cancellations WHERE status = 'queued'
         UNION ALL
@@ -269,16 +282,16 @@ FROM cancellations WHERE status = 'awaiting_confirmation' GROUP BY provider;
 -- name: fold_counts
 -- Fold per-backend counter shards into shard 0; rows a live transaction holds are skipped.
 WITH folded AS (
-    DELETE FROM cancellation_counts
-    WHERE (status, shard) IN (
-        SELECT status, shard FROM cancellation_counts WHERE shard <> 0
+    DELETE FROM provider_counts
+    WHERE (provider, status, shard) IN (
+        SELECT provider, status, shard FROM provider_counts WHERE shard <> 0
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING status, n
+    RETURNING provider, status, n
 )
-INSERT INTO cancellation_counts AS c (status, shard, n)
-SELECT status, 0, sum(n) FROM folded GROUP BY status
-ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
+INSERT INTO provider_counts AS c (provider, status, shard, n)
+SELECT provider, status, 0, sum(n) FROM folded GROUP BY provider, status
+ON CONFLICT (provider, status, shard) DO UPDATE SET n = c.n + excluded.n;
 
 -- name: try_lock_fold
 SELECT pg_try_advisory_xact_lock(7305318221);
@@ -320,8 +333,8 @@ SELECT clock_timestamp();
 
 -- name: delete_expired_cancellations
 -- Retention: up to $2 terminal cancellations that ended before $1, with their history,
--- their callback deliveries and attempts, and the inbox events they used; their terminal
--- counters go down too. No foreign key cascades (0010): each table is deleted from here, by
+-- their callback deliveries and attempts, and the inbox events they used (their counters go
+-- down by the table's own delete trigger, 0013). No foreign key cascades (0010): each table is deleted from here, by
 -- its cancellation_id index, for the whole batch at once.
 -- One whose completion callback is still pending (neither delivered nor given up) is kept
 -- until it is, however long ago it ended: deleting it would delete the delivery with it.
@@ -335,7 +348,7 @@ WITH doomed AS (
     FOR UPDATE SKIP LOCKED
 ), deleted AS (
     DELETE FROM cancellations c USING doomed WHERE c.id = doomed.id
-    RETURNING c.id, c.status
+    RETURNING c.id
 ), ids AS (
     SELECT array_agg(id) AS ids FROM deleted
 ), history AS (
@@ -346,10 +359,6 @@ WITH doomed AS (
     DELETE FROM callback_deliveries d USING ids WHERE d.cancellation_id = ANY (ids.ids)
 ), inbox AS (
     DELETE FROM webhook_inbox w USING ids WHERE w.cancellation_id = ANY (ids.ids)
-), counted AS (
-    INSERT INTO cancellation_counts AS k (status, shard, n)
-    SELECT status, pg_backend_pid(), -count(*) FROM deleted GROUP BY status
-    ON CONFLICT (status, shard) DO UPDATE SET n = k.n + excluded.n
 )
 SELECT count(*) FROM deleted;
 
