@@ -159,9 +159,9 @@ async def load(dsn: str, rows: int, backlog: int, expired: int) -> dict[str, Any
                     )
         indexed = time.perf_counter()
         await conn.execute(
-            "INSERT INTO cancellation_counts (status, shard, n)"
-            " SELECT status, 0, count(*) FROM cancellations"
-            " WHERE status IN ('confirmed', 'failed') GROUP BY status"
+            "INSERT INTO provider_counts (provider, status, shard, n)"
+            " SELECT provider, status, 0, count(*) FROM cancellations"
+            " WHERE status IN ('confirmed', 'failed') GROUP BY provider, status"
         )
         if expired:
             await sweep._load_expired_extras(conn, now, unused=max(1, expired // 10))

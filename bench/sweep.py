@@ -1,8 +1,8 @@
 """Sweeper at scale: a big, mostly terminal table with a few overdue rows, one round timed;
 then retention: terminal rows older than ORCH_RETENTION_S deleted in batches, timed.
 
-The table is bulk-loaded with COPY (asyncpg copy_records_to_table), and cancellation_counts
-written once from the terminal totals, which is what apply_decision would have left behind.
+The table is bulk-loaded with COPY (asyncpg copy_records_to_table), and provider_counts
+written once from the terminal totals, which is what the triggers would have left behind.
 The expired rows (terminal, ended before the retention's cut-off) get the history a real
 cancel leaves (four events) and, when confirmed by callback, the inbox event that confirmed
 them; old and recent inbox events that no cancellation used are loaded too. Only the expired
@@ -230,9 +230,9 @@ async def load(dsn: str, rows: int, overdue: int, expired: int = 0) -> dict[str,
                 columns=_COLUMNS,
             )
         await conn.execute(
-            "INSERT INTO cancellation_counts (status, shard, n)"
-            " SELECT status, 0, count(*) FROM cancellations"
-            " WHERE status IN ('confirmed', 'failed') GROUP BY status"
+            "INSERT INTO provider_counts (provider, status, shard, n)"
+            " SELECT provider, status, 0, count(*) FROM cancellations"
+            " WHERE status IN ('confirmed', 'failed') GROUP BY provider, status"
         )
         loaded = time.perf_counter() - started
         if expired:
