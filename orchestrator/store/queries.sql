@@ -123,20 +123,16 @@ LIMIT $3;
 -- name: counts_by_provider
 -- The dashboard's table: how many cancellations each provider has in each status. Terminal
 -- ones from their counters (0013: provider_counts, kept by the table's triggers), open ones
--- counted live, each from its status's partial index: the cost follows the backlog and the
--- number of providers, never the table's size. A status without a row is absent.
+-- counted live in one scan of cancellations_one_open, whose predicate is exactly the open
+-- statuses: the cost follows the backlog and the number of providers, never the table's
+-- size. A status without a row is absent.
 SELECT provider, status, n FROM (
     SELECT provider, status, sum(n)::bigint AS n FROM provider_counts
     GROUP BY provider, status HAVING sum(n) <> 0
     UNION ALL
-    SELECT provider, 'queued', count(*) FROM cancellations WHERE status = 'queued'
-    GROUP BY provider
-    UNION ALL
-    SELECT provider, 'sending', count(*) FROM cancellations WHERE status = 'sending'
-    GROUP BY provider
-    UNION ALL
-    SELECT provider, 'awaiting_confirmation', count(*) FROM cancellations
-    WHERE status = 'awaiting_confirmation' GROUP BY provider
+    SELECT provider, status, count(*) FROM cancellations
+    WHERE status IN ('queued', 'sending', 'awaiting_confirmation')
+    GROUP BY provider, status
 ) counts
 ORDER BY provider, status;
 
