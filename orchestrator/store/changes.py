@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import asyncpg
 
 from orchestrator.store.db import CONNECTION_ERRORS
-from orchestrator.store.queries import QUERIES as Q
+from orchestrator.store.supervised import keep_supervised, watch
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +105,21 @@ class ChangeFeed:
         self._wake(cancellation_id)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Listen until stopped, reconnecting after a loss; never raises a database error."""
-        while not stopping.is_set():
-            try:
-                await self._listen(stopping)
-            except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
-                # Refused, too many connections, a database being dropped: waited out.
-                log.warning("listening for changes failed (%s); retrying", type(exc).__name__)
-            finally:
-                self._listening.clear()
-                self.server_pid = None
-                self._wake_all()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.retry_s)
+        """Listen until stopped, reconnecting after a loss; never raises a database error
+        (refused, too many connections, a database being dropped: waited out)."""
+        await keep_supervised(
+            stopping,
+            lambda: self._listen(stopping),
+            self._lost,
+            retry_s=self.retry_s,
+            log=log,
+            failed="listening for changes failed (%s); retrying",
+        )
+
+    def _lost(self) -> None:
+        self._listening.clear()
+        self.server_pid = None
+        self._wake_all()
 
     async def _listen(self, stopping: asyncio.Event) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s)
@@ -129,14 +131,7 @@ class ChangeFeed:
             self._wake_all()  # what changed while nobody listened is read again
             if self.connections > 1:
                 log.info("listening for changes again")
-            since_ping = 0.0
-            while not stopping.is_set() and not conn.is_closed():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), self.check_s)
-                since_ping += self.check_s
-                if since_ping >= self.ping_s and not conn.is_closed():
-                    since_ping = 0.0
-                    await conn.fetchval(Q["ping"], timeout=5)
+            await watch(conn, stopping, check_s=self.check_s, ping_s=self.ping_s)
             if not stopping.is_set():
                 log.warning("the connection listening for changes was lost; reconnecting")
         finally:

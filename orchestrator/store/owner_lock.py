@@ -28,6 +28,7 @@ import asyncpg
 
 from orchestrator.store.db import CONNECTION_ERRORS
 from orchestrator.store.queries import QUERIES as Q
+from orchestrator.store.supervised import keep_supervised, pause, watch
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +80,21 @@ class OwnerLock:
     async def run(self, stopping: asyncio.Event) -> None:
         """Hold the lock until stopped, re-taking it after a loss; never raises a database
         error. Stopping closes the connection, which releases the lock."""
-        while not stopping.is_set():
-            try:
-                await self._hold(stopping)
-            except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
-                log.warning(
-                    "the instance lock (%s) is not held (%s); no claims until it is",
-                    self.owner,
-                    type(exc).__name__,
-                )
-            finally:
-                self._held = False
-                self.server_pid = None
-                self._changed.set()
-                await self._close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.retry_s)
+        await keep_supervised(
+            stopping,
+            lambda: self._hold(stopping),
+            self._lost,
+            retry_s=self.retry_s,
+            log=log,
+            failed=f"the instance lock ({self.owner.replace('%', '%%')}) is not held (%s);"
+            " no claims until it is",
+        )
+
+    async def _lost(self) -> None:
+        self._held = False
+        self.server_pid = None
+        self._changed.set()
+        await self._close()
 
     async def _hold(self, stopping: asyncio.Event) -> None:
         self._conn = conn = await asyncpg.connect(self.dsn, timeout=5, server_settings=KEEPALIVES)
@@ -108,8 +108,7 @@ class OwnerLock:
                     " it is free",
                     self.owner,
                 )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.check_s)
+            await pause(stopping, self.check_s)
             if stopping.is_set():
                 return
         self._held = True
@@ -118,14 +117,7 @@ class OwnerLock:
         self._changed.set()
         if self.taken > 1:
             log.info("the instance lock (%s) is held again; claiming resumes", self.owner)
-        since_ping = 0.0
-        while not stopping.is_set() and not conn.is_closed():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.check_s)
-            since_ping += self.check_s
-            if since_ping >= self.ping_s and not conn.is_closed():
-                since_ping = 0.0
-                await conn.fetchval(Q["ping"], timeout=5)
+        await watch(conn, stopping, check_s=self.check_s, ping_s=self.ping_s)
         if not stopping.is_set():
             log.warning(
                 "the connection holding the instance lock (%s) was lost; no claims until it"
