@@ -132,9 +132,69 @@ class Postgres:
         self.server = EmbeddedPostgres(self.data_dir)
         self.dsn = ""
 
-    def start(self) -> str:
+    def start(self, *, statements: bool = False) -> str:
+        """Start the server; with `statements`, restarted with pg_stat_statements loaded,
+        nested statements (inside functions and triggers) tracked too."""
         self.dsn = self.server.start()
+        if statements:
+            asyncio.run(self._load_statements())
+            self.server.stop()
+            self.dsn = self.server.start()
+            asyncio.run(self._create_statements())
         return self.dsn
+
+    async def _load_statements(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+            await conn.execute("ALTER SYSTEM SET pg_stat_statements.track = 'all'")
+        finally:
+            await conn.close()
+
+    async def _create_statements(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        finally:
+            await conn.close()
+
+    async def reset_statements(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute("SELECT pg_stat_statements_reset()")
+        finally:
+            await conn.close()
+
+    async def statements(self, database: str, per: int, top: int = 15) -> list[dict[str, Any]]:
+        """The statements that took the most execution time in `database` since the reset,
+        per `per` (cancels): where Postgres's time goes. Nested ones are counted inside their
+        caller's time too (`toplevel` false)."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT toplevel, calls, total_exec_time, rows, wal_bytes, shared_blks_hit,"
+                " shared_blks_dirtied, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS q"
+                " FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+                " WHERE d.datname = $1 ORDER BY total_exec_time DESC LIMIT $2",
+                database,
+                top,
+            )
+        finally:
+            await conn.close()
+        n = max(per, 1)
+        return [
+            {
+                "query": r["q"],
+                "toplevel": r["toplevel"],
+                "calls_per_cancel": round(r["calls"] / n, 3),
+                "ms_per_cancel": round(r["total_exec_time"] / n, 4),
+                "rows_per_cancel": round(r["rows"] / n, 3),
+                "wal_bytes_per_cancel": round(float(r["wal_bytes"]) / n, 1),
+                "blocks_hit_per_cancel": round(r["shared_blks_hit"] / n, 2),
+                "blocks_dirtied_per_cancel": round(r["shared_blks_dirtied"] / n, 3),
+            }
+            for r in rows
+        ]
 
     def stop(self) -> None:
         """An immediate shutdown (SIGQUIT): the data is thrown away, so no checkpoint."""

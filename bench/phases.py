@@ -74,6 +74,8 @@ class Run:
         self.sim: Child | None = None
         self.sim_url = ""
         self.blackhole = Blackhole()
+        #: pg_stat_statements is loaded: the end-to-end rounds record their top statements.
+        self.statements = False
 
     def child(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
         child = Child(name, argv, env, self.log_dir)
@@ -415,6 +417,8 @@ async def e2e_phase(
     )
     child, url = await _start(run, impl, db, run.dropbox_sign_url, {}, port)
     before = await run.pg.counters(db)
+    if run.statements:
+        await run.pg.reset_statements()
     profiler = _start_profiler(run, child, profile_to) if profile_to else None
 
     ids = load.resource_ids(f"e2e-{impl.name}", n)
@@ -486,6 +490,7 @@ async def e2e_phase(
         await conn.close()
 
     confirmed = [r for r in rows if r["status"] == "confirmed" and r["confirmed"] is not None]
+    statements = await run.pg.statements(db, len(confirmed)) if run.statements else None
     ttc = [float(r["confirmed"] - r["created"]) for r in confirmed]
     last = max((float(r["confirmed"]) for r in confirmed), default=float("nan"))
     span = last - result.first_sent_at
@@ -521,6 +526,7 @@ async def e2e_phase(
         "wal_lsn_bytes_per_cancel": _per(pg["wal_lsn_bytes"], count),
         "history_rows": history,
         "index_scans": index_scans,
+        **({"statements": statements} if statements is not None else {}),
         "other_load_pct": round(100 * cpu["foreign_cpu_share"], 1),
         "provider": {
             k: sim["dropbox_sign"].get(k)

@@ -366,3 +366,28 @@ def print_scale(console: Console, results: Figures) -> None:
                 cells.append(f"{s.get('build_other_load_pct')}, {s.get('other_load_pct')}")
         table.add_row("table", label, *cells, *([""] if len(sizes) >= 2 else []))
     console.print(table)
+
+
+def print_statements(console: Console, results: Figures) -> None:
+    """Where Postgres's time went end to end (`--statements`): each implementation's top
+    statements, per cancel. A nested statement's time is also inside its caller's."""
+    for name in ("service", "baseline", "naive"):
+        top = _get(results, name, "e2e", "runs")
+        runs = top if isinstance(top, list) else []
+        statements = next((r["statements"] for r in runs if "statements" in r), None)
+        if not statements:
+            continue
+        table = Table(title=f"{name}: top statements end to end (pg_stat_statements), per cancel")
+        for column in ("ms", "calls", "rows", "WAL B", "blocks hit", "dirtied", "statement"):
+            table.add_column(column, justify="left" if column == "statement" else "right")
+        for s in statements:
+            table.add_row(
+                f"{s['ms_per_cancel']:.3f}",
+                f"{s['calls_per_cancel']:.2f}",
+                f"{s['rows_per_cancel']:.2f}",
+                f"{s['wal_bytes_per_cancel']:,.0f}",
+                f"{s['blocks_hit_per_cancel']:.1f}",
+                f"{s['blocks_dirtied_per_cancel']:.2f}",
+                ("" if s["toplevel"] else "  (nested) ") + s["query"],
+            )
+        console.print(table)

@@ -135,6 +135,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--profile", action="store_true", help="py-spy both implementations end to end"
     )
     parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="load pg_stat_statements and print where Postgres's time goes end to end"
+        " (the extension's own cost is in the figures: compare runs made alike)",
+    )
+    parser.add_argument(
         "--variant",
         default="",
         help="prototype optimisations for the service, from bench/variants.py (comma-separated)",
@@ -377,9 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         console.print(f"[bold]orchestrator bench[/]: PostgreSQL in {pg.data_dir}")
         console.print(f"logs in {log_dir}")
-        pg.start()
+        pg.start(statements=args.statements)
         postmaster = pg.postmaster_pid
         run = phases.Run(pg, log_dir, children, variants)
+        run.statements = args.statements
         run.settle_s = args.settle
         data = asyncio.run(main_async(args, run, console))
     except KeyboardInterrupt:
@@ -403,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         if "profile" in data["results"][name]:
             profile_summary.print_summary(console, name, data["results"][name]["profile"])
     report.print_report(console, data)
+    report.print_statements(console, data["results"])
     console.print(
         f"code {data['commit']}; written to {out}; wall time {data['results']['wall_s']} s"
     )
