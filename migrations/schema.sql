@@ -629,7 +629,7 @@ ALTER TABLE ONLY public.attempt_end_rules
     ADD CONSTRAINT attempt_end_rules_pkey PRIMARY KEY (from_status, any_arrived, result_status);
 
 ALTER TABLE ONLY public.callback_attempts
-    ADD CONSTRAINT callback_attempts_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT callback_attempts_pkey PRIMARY KEY (cancellation_id, id);
 
 ALTER TABLE ONLY public.callback_deliveries
     ADD CONSTRAINT callback_deliveries_pkey PRIMARY KEY (id);
@@ -638,7 +638,7 @@ ALTER TABLE ONLY public.cancellation_counts
     ADD CONSTRAINT cancellation_counts_pkey PRIMARY KEY (status, shard);
 
 ALTER TABLE ONLY public.cancellation_events
-    ADD CONSTRAINT cancellation_events_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT cancellation_events_pkey PRIMARY KEY (cancellation_id, id);
 
 ALTER TABLE ONLY public.cancellation_transitions
     ADD CONSTRAINT cancellation_transitions_from_status_to_status_cause_key UNIQUE NULLS NOT DISTINCT (from_status, to_status, cause);
@@ -670,13 +670,9 @@ ALTER TABLE ONLY public.webhook_inbox
 ALTER TABLE ONLY public.webhook_rules
     ADD CONSTRAINT webhook_rules_pkey PRIMARY KEY (target_status, settle_mode, age, check_due);
 
-CREATE INDEX callback_attempts_by_cancellation ON public.callback_attempts USING btree (cancellation_id, id);
-
 CREATE INDEX callback_deliveries_by_cancellation ON public.callback_deliveries USING btree (cancellation_id);
 
 CREATE INDEX callback_deliveries_due ON public.callback_deliveries USING btree (next_attempt_at) WHERE (state = 'pending'::text);
-
-CREATE INDEX cancellation_events_by_cancellation ON public.cancellation_events USING btree (cancellation_id, id);
 
 CREATE INDEX cancellation_watches_until ON public.cancellation_watches USING btree (until);
 
