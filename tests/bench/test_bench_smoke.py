@@ -99,7 +99,12 @@ def test_bench_runs_every_phase_at_a_tiny_size(tmp_path: Path) -> None:
         assert sum(r["deleted"] for r in done) == s["expired"]
         assert sum(r["history_deleted"] for r in done) == 4 * s["expired"]
         assert sum(r["inbox_deleted"] for r in done) > 0
-        assert all(r["deleted"] == 0 and r["wal_bytes"] == 0 for r in kept["idle_rounds"])
+        # An idle round deletes nothing. Its WAL is at most a page-pruning record that a scan
+        # may leave behind (on-access pruning of versions dead since the last vacuum, ~200 B),
+        # never a row written: one deleted row with its history is well over 512 B.
+        for idle in kept["idle_rounds"]:
+            assert idle["deleted"] == idle["history_deleted"] == idle["inbox_deleted"] == 0
+            assert idle["wal_bytes"] <= 512, idle
         assert "cancellations_terminal_at" in kept["plan"]
         # The history goes in the same statement (0010), with no cascade.
         assert "Delete on cancellation_events" in kept["plan"]
