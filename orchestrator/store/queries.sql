@@ -45,7 +45,8 @@ LEFT JOIN LATERAL (
 
 -- name: apply_decision
 -- Carry out one transition if the row's version is still $2; no row if the fence held.
--- The end of an attempt also uses the callbacks that arrived during it (0009).
+-- The end of an attempt also uses the callbacks that arrived during it (0009; the rule is
+-- domain/webhook_rules.attempt_end, looked up in attempt_end_rules since 0012).
 SELECT * FROM apply_attempt_decision($1, $2, $3, $4, $5, $6);
 
 -- name: apply_decisions

@@ -356,7 +356,7 @@ class Store:
         The event settles that cancellation only if `settle` and it is no older than the
         cancellation's first cancel call minus `skew_s`; otherwise it makes the next attempt
         a status check, at most one due or in flight per cancellation
-        (0009_callbacks_only_prompt_checks.sql, record_webhook_event).
+        (domain/webhook_rules.py decides; 0012_rules_from_python.sql carries it out).
         """
         async with translate_errors():
             record = await self.pool.fetchrow(
