@@ -646,6 +646,9 @@ ALTER TABLE ONLY public.cancellation_transitions
 ALTER TABLE ONLY public.cancellation_watches
     ADD CONSTRAINT cancellation_watches_pkey PRIMARY KEY (cancellation_id, watcher);
 
+ALTER TABLE public.cancellations
+    ADD CONSTRAINT cancellations_confirmed_at_is_the_end CHECK (((status <> 'confirmed'::text) OR (confirmed_at = updated_at))) NOT VALID;
+
 ALTER TABLE ONLY public.cancellations
     ADD CONSTRAINT cancellations_pkey PRIMARY KEY (id);
 
@@ -675,8 +678,6 @@ CREATE INDEX callback_deliveries_by_cancellation ON public.callback_deliveries U
 CREATE INDEX callback_deliveries_due ON public.callback_deliveries USING btree (next_attempt_at) WHERE (state = 'pending'::text);
 
 CREATE INDEX cancellation_watches_until ON public.cancellation_watches USING btree (until);
-
-CREATE INDEX cancellations_confirmed_at ON public.cancellations USING btree (confirmed_at) WHERE (confirmed_at IS NOT NULL);
 
 CREATE INDEX cancellations_due ON public.cancellations USING btree (next_attempt_at) WHERE (status = 'queued'::text);
 

@@ -245,7 +245,9 @@ SELECT count(*) FROM released;
 -- name: stats
 -- Terminal statuses from their counters (0013: provider_counts, kept by the table's
 -- triggers); open ones counted live, each from its partial index; overdue and
--- last_confirmed_at use indexes too. Flat in the table's size.
+-- last_confirmed_at use indexes too (the latter the newest confirmed row of
+-- cancellations_terminal_at: a confirmed row's confirmed_at is its updated_at, 0015). Flat in
+-- the table's size.
 SELECT
     (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb) FROM (
         SELECT status, sum(n)::bigint AS n FROM provider_counts GROUP BY status
@@ -259,7 +261,7 @@ SELECT
     ) s) AS counts,
     (SELECT count(*) FROM cancellations
      WHERE status = 'awaiting_confirmation' AND confirm_by <= $1) AS overdue,
-    (SELECT max(confirmed_at) FROM cancellations WHERE confirmed_at IS NOT NULL)
+    (SELECT max(updated_at) FROM cancellations WHERE status = 'confirmed')
         AS last_confirmed_at;
 
 -- name: open_counts

@@ -214,13 +214,14 @@ async def test_the_upgrade_fills_the_counters_from_the_rows_already_there(
 # --- no scan of the table ------------------------------------------------------------------
 
 #: The only ways stats and counts_by_provider may read cancellations: a partial index of the
-#: open statuses (bounded by the backlog), or the newest confirmed_at (one entry).
+#: open statuses (bounded by the backlog), or the newest confirmed row of the terminal rows'
+#: index (last_confirmed_at: a walk back to the first confirmed entry).
 BOUNDED = {
     "cancellations_one_open",
     "cancellations_due",
     "cancellations_leased",
     "cancellations_overdue",
-    "cancellations_confirmed_at",
+    "cancellations_terminal_at",
 }
 
 
@@ -239,7 +240,7 @@ async def test_the_counts_read_no_more_of_the_table_than_the_backlog(
 ) -> None:
     """With sequential scans priced out (as in a table of millions), every read of
     cancellations in the statement goes through an open status's partial index, or takes the
-    newest confirmed_at: no plan exists that counts the history row by row."""
+    newest confirmed row: no plan exists that counts the history row by row."""
     await db.execute("ANALYZE cancellations")
     await db.execute("SET enable_seqscan = off")
     args = [datetime.now(UTC)] if query == "stats" else []

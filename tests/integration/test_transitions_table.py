@@ -147,3 +147,23 @@ async def test_a_transition_the_database_refuses_is_a_500_logged_as_an_error(
     (logged,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert logged.exc_info is not None and logged.exc_info[0] is errors.IllegalTransition
     assert await db.fetchval("SELECT status FROM cancellations") == "queued"
+
+
+async def test_a_confirmed_row_ends_when_it_was_confirmed(
+    store: Store, db: asyncpg.Connection
+) -> None:
+    """/v1/stats's last_confirmed_at reads the newest confirmed row's updated_at (0015): a
+    confirmed row whose confirmed_at differs from its updated_at is refused, by a bare
+    UPDATE too, and the stored row keeps its times."""
+    ident = await confirmed_row(store, "sr-ended")
+    before = await db.fetchrow(
+        "SELECT confirmed_at, updated_at FROM cancellations WHERE id = $1", ident
+    )
+    assert before["confirmed_at"] == before["updated_at"]
+    for change in ("confirmed_at = confirmed_at - interval '1 second'", "updated_at = now()"):
+        with pytest.raises(asyncpg.CheckViolationError, match="confirmed_at_is_the_end"):
+            await db.execute(f"UPDATE cancellations SET {change} WHERE id = $1", ident)  # noqa: S608
+    after = await db.fetchrow(
+        "SELECT confirmed_at, updated_at FROM cancellations WHERE id = $1", ident
+    )
+    assert after == before
