@@ -91,8 +91,39 @@ def dsn(pg_server: str, template_dsn: str) -> Iterator[str]:
     test_dsn = with_database(pg_server, name)
     try:
         yield test_dsn
+        halves = asyncio.run(_halves_disagree(test_dsn))
+        assert not halves, f"cancellation_requests and cancellation_state disagree: {halves}"
     finally:
         asyncio.run(_admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+#: Cancellations whose two halves (0016) disagree: a request without its state or a state
+#: without its request, or a state whose copies of the request's columns differ from it.
+#: `dsn` checks what every test left behind.
+HALVES_DISAGREE = """
+SELECT coalesce(r.id, s.id) AS id,
+       CASE WHEN s.id IS NULL THEN 'no state' WHEN r.id IS NULL THEN 'no request'
+            ELSE 'copies differ' END AS what
+FROM cancellation_requests r FULL JOIN cancellation_state s ON s.id = r.id
+WHERE r.id IS NULL OR s.id IS NULL
+   OR (r.provider, r.account, r.resource_id, r.callback_url)
+      IS DISTINCT FROM (s.provider, s.account, s.resource_id, s.callback_url)
+"""
+
+
+async def _halves_disagree(dsn: str) -> list[tuple[str, str]]:
+    """What HALVES_DISAGREE finds; nothing in a database without the two tables (a test of
+    the migrations themselves) or that no longer answers (a test that stopped its server)."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return []
+    try:
+        if await conn.fetchval("SELECT to_regclass('cancellation_state')") is None:
+            return []
+        return [(str(r["id"]), r["what"]) for r in await conn.fetch(HALVES_DISAGREE)]
+    finally:
+        await conn.close()
 
 
 @pytest.fixture

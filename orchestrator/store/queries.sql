@@ -131,7 +131,7 @@ SELECT provider, status, n FROM (
     SELECT provider, status, sum(n)::bigint AS n FROM provider_counts
     GROUP BY provider, status HAVING sum(n) <> 0
     UNION ALL
-    SELECT provider, status, count(*) FROM cancellations
+    SELECT provider, status, count(*) FROM cancellation_state
     WHERE status IN ('queued', 'sending', 'awaiting_confirmation')
     GROUP BY provider, status
 ) counts
@@ -175,14 +175,14 @@ WITH gone AS (
     SELECT owner FROM unnest($3::text[]) AS owner
     WHERE pg_try_advisory_xact_lock(hashtextextended(owner, 0))
 ), expired AS (
-    SELECT id, lease_owner, lease_expires_at <= $1 AS ran_out FROM cancellations
+    SELECT id, lease_owner, lease_expires_at <= $1 AS ran_out FROM cancellation_state
     WHERE status = 'sending'
       AND (lease_expires_at <= $1 OR lease_owner IN (SELECT owner FROM gone))
     ORDER BY lease_expires_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), requeued AS (
-    UPDATE cancellations c
+    UPDATE cancellation_state c
     SET status = 'queued', version = c.version + 1, next_attempt_at = $1, updated_at = $1,
         lease_owner = NULL, lease_expires_at = NULL,
         transition_cause = CASE WHEN expired.ran_out THEN 'lease_expired' ELSE 'owner_gone' END,
@@ -201,7 +201,7 @@ FROM requeued;
 -- instance, or one whose lock connection is down for now. The try is transaction-scoped, so
 -- it passes through a transaction pooler and ends with this statement.
 SELECT lease_owner FROM (
-    SELECT DISTINCT lease_owner FROM cancellations
+    SELECT DISTINCT lease_owner FROM cancellation_state
     WHERE status = 'sending' AND lease_owner IS NOT NULL
 ) owners
 WHERE pg_try_advisory_xact_lock(hashtextextended(lease_owner, 0));
@@ -215,13 +215,13 @@ SELECT pg_try_advisory_lock(hashtextextended($1, 0));
 -- name: requeue_overdue
 -- No confirmation by confirm_by: hand the row to the dispatcher to check status, then re-send.
 WITH overdue AS (
-    SELECT id FROM cancellations
+    SELECT id FROM cancellation_state
     WHERE status = 'awaiting_confirmation' AND confirm_by <= $1
     ORDER BY confirm_by
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), requeued AS (
-    UPDATE cancellations c
+    UPDATE cancellation_state c
     SET status = 'queued', version = c.version + 1, needs_check = true,
         next_attempt_at = $1, updated_at = $1, transition_cause = 'confirmation_overdue',
         transition_evidence = jsonb_build_object('confirm_by', c.confirm_by)
@@ -233,7 +233,7 @@ SELECT count(*) FROM requeued;
 -- name: release_leases
 -- Graceful stop: give back what this worker holds so another can take it at once.
 WITH released AS (
-    UPDATE cancellations
+    UPDATE cancellation_state
     SET status = 'queued', version = version + 1, next_attempt_at = $2, updated_at = $2,
         lease_owner = NULL, lease_expires_at = NULL, transition_cause = 'released_on_shutdown',
         transition_evidence = jsonb_build_object('worker', $1::text)
@@ -252,16 +252,16 @@ SELECT
     (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb) FROM (
         SELECT status, sum(n)::bigint AS n FROM provider_counts GROUP BY status
         UNION ALL
-        SELECT 'queued', count(*) FROM cancellations WHERE status = 'queued'
+        SELECT 'queued', count(*) FROM cancellation_state WHERE status = 'queued'
         UNION ALL
-        SELECT 'sending', count(*) FROM cancellations WHERE status = 'sending'
+        SELECT 'sending', count(*) FROM cancellation_state WHERE status = 'sending'
         UNION ALL
-        SELECT 'awaiting_confirmation', count(*) FROM cancellations
+        SELECT 'awaiting_confirmation', count(*) FROM cancellation_state
         WHERE status = 'awaiting_confirmation'
     ) s) AS counts,
-    (SELECT count(*) FROM cancellations
+    (SELECT count(*) FROM cancellation_state
      WHERE status = 'awaiting_confirmation' AND confirm_by <= $1) AS overdue,
-    (SELECT max(updated_at) FROM cancellations WHERE status = 'confirmed')
+    (SELECT max(updated_at) FROM cancellation_state WHERE status = 'confirmed')
         AS last_confirmed_at;
 
 -- name: open_counts
@@ -270,13 +270,13 @@ SELECT
 -- ran out, confirmations overdue. Each branch reads one status's partial index.
 SELECT provider, 'queued' AS status, count(*) AS n,
        count(*) FILTER (WHERE next_attempt_at <= $1) AS due
-FROM cancellations WHERE status = 'queued' GROUP BY provider
+FROM cancellation_state WHERE status = 'queued' GROUP BY provider
 UNION ALL
 SELECT provider, 'sending', count(*), count(*) FILTER (WHERE lease_expires_at <= $1)
-FROM cancellations WHERE status = 'sending' GROUP BY provider
+FROM cancellation_state WHERE status = 'sending' GROUP BY provider
 UNION ALL
 SELECT provider, 'awaiting_confirmation', count(*), count(*) FILTER (WHERE confirm_by <= $1)
-FROM cancellations WHERE status = 'awaiting_confirmation' GROUP BY provider;
+FROM cancellation_state WHERE status = 'awaiting_confirmation' GROUP BY provider;
 
 -- name: fold_counts
 -- Fold per-backend counter shards into shard 0; rows a live transaction holds are skipped.
@@ -301,13 +301,13 @@ SELECT pg_try_advisory_xact_lock(7305318221);
 -- cancellations_one_open (one probe per account, however long the queue); rows are counted
 -- only for the unserved ones.
 WITH RECURSIVE open_accounts AS (
-    (SELECT provider, account FROM cancellations
+    (SELECT provider, account FROM cancellation_state
      WHERE status IN ('queued', 'sending', 'awaiting_confirmation')
      ORDER BY provider, account LIMIT 1)
     UNION ALL
     SELECT next.provider, next.account
     FROM open_accounts o, LATERAL (
-        SELECT provider, account FROM cancellations
+        SELECT provider, account FROM cancellation_state
         WHERE status IN ('queued', 'sending', 'awaiting_confirmation')
           AND (provider, account) > (o.provider, o.account)
         ORDER BY provider, account LIMIT 1
@@ -315,7 +315,7 @@ WITH RECURSIVE open_accounts AS (
 )
 SELECT o.provider || ':' || o.account AS account, q.queued
 FROM open_accounts o, LATERAL (
-    SELECT count(*) AS queued FROM cancellations c
+    SELECT count(*) AS queued FROM cancellation_state c
     WHERE c.provider = o.provider AND c.account = o.account AND c.status = 'queued'
 ) q
 WHERE NOT (o.provider || ':' || o.account = ANY ($1::text[])) AND q.queued > 0
@@ -338,7 +338,7 @@ SELECT clock_timestamp();
 -- One whose completion callback is still pending (neither delivered nor given up) is kept
 -- until it is, however long ago it ended: deleting it would delete the delivery with it.
 WITH doomed AS (
-    SELECT id FROM cancellations c
+    SELECT id FROM cancellation_state c
     WHERE status IN ('confirmed', 'failed') AND updated_at < $1
       AND NOT EXISTS (SELECT 1 FROM callback_deliveries d
                       WHERE d.cancellation_id = c.id AND d.state = 'pending')
@@ -346,10 +346,12 @@ WITH doomed AS (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), deleted AS (
-    DELETE FROM cancellations c USING doomed WHERE c.id = doomed.id
+    DELETE FROM cancellation_state c USING doomed WHERE c.id = doomed.id
     RETURNING c.id
 ), ids AS (
     SELECT array_agg(id) AS ids FROM deleted
+), requests AS (
+    DELETE FROM cancellation_requests r USING ids WHERE r.id = ANY (ids.ids)
 ), history AS (
     DELETE FROM cancellation_events e USING ids WHERE e.cancellation_id = ANY (ids.ids)
 ), attempts AS (
@@ -414,7 +416,7 @@ SELECT count(*) FROM finished;
 -- A long poll waits for this cancellation until $3: its changes are announced meanwhile.
 -- FOR SHARE waits out a change in flight, whose trigger may have looked for watches before
 -- this one was committed (and so announced nothing): the read that follows then sees it.
-WITH locked AS (SELECT id FROM cancellations WHERE id = $1 FOR SHARE)
+WITH locked AS (SELECT id FROM cancellation_state WHERE id = $1 FOR SHARE)
 INSERT INTO cancellation_watches (cancellation_id, watcher, until)
 SELECT id, $2, $3 FROM locked
 ON CONFLICT DO NOTHING;

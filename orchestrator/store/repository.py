@@ -6,7 +6,8 @@ Every statement comes from queries.sql. Each public method is one transaction.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,6 +56,38 @@ class OpenCount:
 
 def _request_key(new: NewCancellation) -> tuple[str, str, str]:
     return (new.provider, new.account, new.resource_id)
+
+
+#: The columns of cancellation_state (0016) that Cancellation has: what a decision can change.
+STATE_FIELDS = (
+    "status",
+    "outcome",
+    "confirmed_via",
+    "attempts",
+    "version",
+    "needs_check",
+    "provider_state",
+    "next_attempt_at",
+    "lease_owner",
+    "lease_expires_at",
+    "last_error",
+    "updated_at",
+    "submitted_at",
+    "confirm_by",
+    "confirmed_at",
+    "first_sent_at",
+)
+
+
+_FIELDS = tuple(f.name for f in fields(Cancellation))
+
+
+def with_state(cancellation: Cancellation, state: Mapping[str, Any]) -> Cancellation:
+    """The cancellation with the state apply_decision returned (0016: the state row alone;
+    the request's columns never change, so the ones the caller holds are current)."""
+    row = {name: getattr(cancellation, name) for name in _FIELDS}
+    row.update({name: state[name] for name in STATE_FIELDS})
+    return Cancellation.from_row(row)
 
 
 def enqueued(found: Cancellation | None, result: str) -> tuple[Cancellation, bool]:
@@ -344,7 +377,7 @@ class Store:
                 decision_json(decision, now),
                 submitted,
             )
-        return Cancellation.from_row(record) if record is not None else None
+        return with_state(cancellation, record) if record is not None else None
 
     # --- webhooks -----------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from orchestrator.store.repository import (
     decision_json,
     enqueued,
     webhook_args,
+    with_state,
 )
 
 
@@ -159,7 +160,8 @@ class SharedStore(Store):
         results: list[Cancellation | None] = [None] * len(items)
         for record in records:
             if record["id"] is not None:
-                results[record["position"]] = Cancellation.from_row(record)
+                position = record["position"]
+                results[position] = with_state(items[position].row, record)
         return results
 
     async def _webhook_group(self, items: list[_Webhook]) -> Sequence[WebhookRecorded]:

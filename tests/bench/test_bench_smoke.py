@@ -111,7 +111,7 @@ def test_bench_runs_every_phase_at_a_tiny_size(tmp_path: Path) -> None:
         for idle in kept["idle_rounds"]:
             assert idle["deleted"] == idle["history_deleted"] == idle["inbox_deleted"] == 0
             assert idle["wal_bytes"] <= 512, idle
-        assert "cancellations_terminal_at" in kept["plan"]
+        assert "cancellation_state_terminal_at" in kept["plan"]
         # The history goes in the same statement (0010), with no cascade.
         assert "Delete on cancellation_events" in kept["plan"]
         assert "fkey" not in kept["plan"]
