@@ -7,8 +7,18 @@ one after another from a `Store` over an asyncpg pool, for each way of claiming:
     limited          claim_due() with the account limited (so high the budget never binds):
                      its account_budgets row is locked, refilled and written in each claim
     before           the single CTE statement the claim was before 0005 (c8e7384), run
-                     directly against the same table; the limit was kept in-process then
+                     directly against the same rows; the limit was kept in-process then
     before-no-notify the same, with the NOTIFY trigger of 0005 disabled: the table as it was
+
+Since 0016 the status, and the triggers of 0005-0015, are in cancellation_state (the rows are
+loaded into it and cancellation_requests directly, not through the `cancellations` view).
+The "before" ways read and update cancellation_state, the table the old statement's CTE
+would name today (locking and moving the same rows through the same partial index,
+cancellation_state_due), and return each claimed row joined with its request, as claim_rows
+does since 0016, so that every way returns the same full rows. They run with 0011's
+transition trigger off (the old statement wrote its own history). Through the view the old
+statement would instead update row by row through the INSTEAD OF trigger, rewriting every
+column of the state: a cost the claim never had, then or now.
 
 Each is one statement, so one round trip and one transaction per claim. Between runs the
 claimed rows are put back and the table vacuumed; the ways are interleaved over `repeat`
@@ -30,6 +40,7 @@ from orchestrator.domain.model import Cancellation
 from orchestrator.store import db, migrations
 from orchestrator.store.repository import Store
 
+import state_apart
 from harness import CpuMeter, triggers_off
 
 ACCOUNT = "dropbox_sign:default"
@@ -38,11 +49,13 @@ LEASE_S = 30.0
 OWNER = "bench-claim"
 WARMUP = 5  # claims before the timed ones: plpgsql compiles, statements are prepared
 
-# The claim before 0005 (orchestrator/store/queries.sql at c8e7384, `claim_due`), verbatim.
+# The claim before 0005 (orchestrator/store/queries.sql at c8e7384, `claim_due`), verbatim
+# but for its table, cancellation_state since 0016, and the full row it returns: the claimed
+# states joined with their requests, as claim_rows returns them (see the docstring).
 # $4: accounts to leave alone (throttled in-process), $6: if not null, the only ones to take.
 BEFORE_SQL = """
 WITH due AS (
-    SELECT id FROM cancellations
+    SELECT id FROM cancellation_state
     WHERE status = 'queued' AND next_attempt_at <= $1
       AND NOT (provider || ':' || account = ANY ($4::text[]))
       AND ($6::text[] IS NULL OR provider || ':' || account = ANY ($6::text[]))
@@ -50,18 +63,20 @@ WITH due AS (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
-    UPDATE cancellations c
+    UPDATE cancellation_state c
     SET status = 'sending', attempts = c.attempts + 1, version = c.version + 1,
         lease_owner = $3, lease_expires_at = $1 + make_interval(secs => $5), updated_at = $1
     FROM due WHERE c.id = due.id
-    RETURNING c.*
+    RETURNING c AS s, c.id, c.attempts, c.needs_check
 ), event AS (
     INSERT INTO cancellation_events (cancellation_id, at, from_status, to_status, cause, evidence)
     SELECT id, $1, 'queued', 'sending', 'claimed',
            jsonb_build_object('attempt', attempts, 'worker', $3, 'status_check_first', needs_check)
     FROM claimed
 )
-SELECT * FROM claimed;
+SELECT v.*
+FROM claimed JOIN cancellation_requests r ON r.id = claimed.id,
+     LATERAL as_cancellation(r, claimed.s) v;
 """
 
 WAYS = ("unlimited", "limited", "before", "before-no-notify")
@@ -111,27 +126,26 @@ async def load(dsn: str, rows: int) -> dict[str, Any]:
     try:
         await migrations.migrate(conn)
         started = time.perf_counter()
-        # Synthetic queued rows with no enqueue behind them: no history row either (0011).
-        async with triggers_off(conn, "cancellations", "transition_on_insert"):
-            await conn.copy_records_to_table(
-                "cancellations", records=_records(rows, datetime.now(UTC)), columns=_COLUMNS
-            )
-        await conn.execute("VACUUM (ANALYZE) cancellations")
+        # Synthetic queued rows with no enqueue behind them: no history row either (0011);
+        # written to the two tables of 0016, not through the view.
+        await state_apart.copy_cancellations(conn, _records(rows, datetime.now(UTC)), _COLUMNS)
+        await state_apart.vacuum(conn)
     finally:
         await conn.close()
     return {"rows": rows, "load_s": round(time.perf_counter() - started, 1)}
 
 
 async def _put_back(conn: asyncpg.Connection) -> None:
-    """Every claimed row queued again, its claim's history gone, the budget reset."""
-    async with triggers_off(conn, "cancellations", "transition"):  # no transition: a reset
+    """Every claimed row queued again, its claim's history gone, the budget reset. The
+    state alone changed (0016): the requests are not written, only vacuumed with it."""
+    async with triggers_off(conn, "cancellation_state", "transition"):  # no transition: a reset
         await conn.execute(
-            "UPDATE cancellations SET status = 'queued', attempts = 0, lease_owner = NULL,"
+            "UPDATE cancellation_state SET status = 'queued', attempts = 0, lease_owner = NULL,"
             " lease_expires_at = NULL, first_sent_at = NULL WHERE status = 'sending'"
         )
     await conn.execute("DELETE FROM cancellation_events WHERE cause = 'claimed'")
     await conn.execute("DELETE FROM account_budgets")
-    await conn.execute("VACUUM (ANALYZE) cancellations, cancellation_events, account_budgets")
+    await state_apart.vacuum(conn, "cancellation_events", "account_budgets")
 
 
 def _claimer(way: str, store: Store, pool: asyncpg.Pool) -> Callable[[int], Awaitable[int]]:
@@ -160,10 +174,11 @@ async def _one_run(dsn: str, pg: CpuMeter, way: str, claims: int, batch: int) ->
     pool = await db.create_pool(dsn, 8)
     try:
         trigger = "DISABLE" if way == "before-no-notify" else "ENABLE"
-        await conn.execute(f"ALTER TABLE cancellations {trigger} TRIGGER cancellation_changed")
+        # The triggers are on cancellation_state since 0016 (the view has none to disable).
+        await conn.execute(f"ALTER TABLE cancellation_state {trigger} TRIGGER cancellation_changed")
         # Before 0011 the claim wrote its own history, and nothing checked transitions.
         trigger = "DISABLE" if way.startswith("before") else "ENABLE"
-        await conn.execute(f"ALTER TABLE cancellations {trigger} TRIGGER transition")
+        await conn.execute(f"ALTER TABLE cancellation_state {trigger} TRIGGER transition")
         await conn.execute(
             f"ALTER TABLE cancellation_events {trigger} TRIGGER event_is_a_transition"
         )
@@ -189,7 +204,7 @@ async def _one_run(dsn: str, pg: CpuMeter, way: str, claims: int, batch: int) ->
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint", first_lsn
         )
     finally:
-        await conn.execute("ALTER TABLE cancellations ENABLE TRIGGER cancellation_changed")
+        await conn.execute("ALTER TABLE cancellation_state ENABLE TRIGGER cancellation_changed")
         await pool.close()
         await conn.close()
     return {

@@ -351,6 +351,7 @@ def print_scale(console: Console, results: Figures) -> None:
     for label, key in (
         ("build s (fill, indexes)", None),
         ("heap + indexes MB", None),
+        ("requests, state: heap + indexes MB", None),
         ("other load % (build, rounds)", None),
         ("load average (1, 5, 15 min)", "load_average"),
     ):
@@ -360,8 +361,16 @@ def print_scale(console: Console, results: Figures) -> None:
                 cells.append(", ".join(f"{x:.1f}" for x in s.get("load_average", [])[:3]))
             elif label.startswith("build"):
                 cells.append(f"{s['build_s']:.0f} ({s['fill_s']:.0f}, {s['index_s']:.0f})")
-            elif label.startswith("heap"):
+            elif label.startswith("heap"):  # both tables since 0016
                 cells.append(_fmt((s["heap_bytes"] + s["index_bytes"]) / 2**20))
+            elif label.startswith("requests"):  # 0016's two tables, absent from older JSON
+                mb = [
+                    _fmt(s[f"{t}_heap_bytes"] / 2**20) + " + " + _fmt(s[f"{t}_index_bytes"] / 2**20)
+                    if f"{t}_heap_bytes" in s
+                    else "-"
+                    for t in ("requests", "state")
+                ]
+                cells.append(", ".join(mb))
             else:
                 cells.append(f"{s.get('build_other_load_pct')}, {s.get('other_load_pct')}")
         table.add_row("table", label, *cells, *([""] if len(sizes) >= 2 else []))

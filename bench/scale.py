@@ -2,14 +2,20 @@
 statements timed in a table of 1,000,000 and of 10,000,000 cancellations, so whoever makes
 their cost flat in the table's size has a "before" to compare with.
 
-The table is filled by Postgres itself (one INSERT ... SELECT FROM generate_series), with
-its secondary indexes and the keys that point at it dropped during the load and built again
+The table is filled by Postgres itself (INSERT ... SELECT FROM generate_series), with its
+secondary indexes and the keys that point at it dropped during the load and built again
 afterwards (CREATE INDEX sorts; ten million random inserts into ten b-trees would take an
-hour here). The mix is what a service that has run for months holds: almost every row
-terminal (97% confirmed, 3% failed, spread over the last 90 days, stored in time order), a
-fixed backlog of open rows (due, backing off, leased, awaiting a callback, overdue), and some
-terminal rows ended before ORCH_RETENTION_S's default with the history and inbox event a
-real cancel leaves (only those rows have history: see sweep.py).
+hour here). Since migration 0016 the table is two, cancellation_requests and
+cancellation_state (`cancellations` is a view joining them, whose INSTEAD OF trigger would
+write one row at a time): each is filled by its own INSERT from the same generated rows, the
+request first, and the keys and indexes of both are dropped and built again
+(bench/state_apart.py). Their sizes are reported summed (what the one table was) and apart.
+
+The mix is what a service that has run for months holds: almost every row terminal (97%
+confirmed, 3% failed, spread over the last 90 days, stored in time order), a fixed backlog of
+open rows (due, backing off, leased, awaiting a callback, overdue), and some terminal rows
+ended before ORCH_RETENTION_S's default with the history and inbox event a real cancel leaves
+(only those rows have history: see sweep.py).
 
 Every round goes through a `Store` over a pool of one connection, as the service calls it;
 each phase's `pg_stat_database` deltas (tuples fetched and returned, buffers hit and read)
@@ -32,6 +38,7 @@ from orchestrator.store.queries import QUERIES
 from orchestrator.store.repository import Store
 from orchestrator.workers.sweeper import Sweeper
 
+import state_apart
 import sweep
 from harness import triggers_off
 
@@ -45,10 +52,12 @@ BACKLOG_SHARES = {
     "overdue": 0.05,
 }
 
-# One INSERT fills the table. $1 rows, $2 now, $3..$7 the backlog's counts (in the order of
-# BACKLOG_SHARES), $8 expired rows; row g's kind follows from its number: the expired rows
-# first (oldest), then the terminal ones in time order, then the backlog (newest).
-_FILL = """
+# Two INSERTs fill the tables, each from the same rows: `_ROWS`, then its own INSERT.
+# $1 rows, $2 now, $3..$7 the backlog's counts (in the order of BACKLOG_SHARES), $8 expired
+# rows; row g's kind follows from its number: the expired rows first (oldest), then the
+# terminal ones in time order, then the backlog (newest). Its id is made from g (an md5 read
+# as a uuid: random, as gen_random_uuid()'s, and the same in both statements).
+_ROWS = """
 WITH p AS (
     SELECT $1::bigint AS n, $2::timestamptz AS now, $8::bigint AS expired,
            $1::bigint - $3::bigint AS due_from,
@@ -75,7 +84,7 @@ WITH p AS (
         END AS created
     FROM p, generate_series(1, p.n) g
 ), r AS (
-    SELECT g, kind, created,
+    SELECT g, kind, created, md5('bench-scale-' || g)::uuid AS id,
         CASE WHEN kind IN ('expired', 'terminal') AND g % 33 = 0 THEN 'failed'
              WHEN kind IN ('expired', 'terminal') THEN 'confirmed'
              WHEN kind IN ('queued_due', 'queued_later') THEN 'queued'
@@ -83,19 +92,32 @@ WITH p AS (
              ELSE 'awaiting_confirmation' END AS status
     FROM k
 )
-INSERT INTO cancellations (id, provider, account, resource_id, status, outcome, confirmed_via,
-    attempts, version, reason, metadata, params, request_hash, next_attempt_at, lease_owner,
-    lease_expires_at, created_at, updated_at, submitted_at, first_sent_at, confirm_by,
-    confirmed_at)
-SELECT gen_random_uuid(), 'dropbox_sign', 'default', 'scale-' || g, status,
+"""
+
+_FILL_REQUESTS = (
+    _ROWS
+    + """
+INSERT INTO cancellation_requests (id, provider, account, resource_id, reason, metadata, params,
+    request_hash, created_at)
+SELECT id, 'dropbox_sign', 'default', 'scale-' || g, 'bench: scale', '{}', '{}', 'bench', created
+FROM r
+"""
+)
+
+_FILL_STATE = (
+    _ROWS
+    + """
+INSERT INTO cancellation_state (id, provider, account, resource_id, status, outcome,
+    confirmed_via, attempts, version, next_attempt_at, lease_owner, lease_expires_at,
+    updated_at, submitted_at, first_sent_at, confirm_by, confirmed_at)
+SELECT id, 'dropbox_sign', 'default', 'scale-' || g, status,
     CASE status WHEN 'confirmed' THEN 'canceled' WHEN 'failed' THEN 'completed' END,
     CASE WHEN status = 'confirmed' THEN 'webhook' END,
-    CASE WHEN kind = 'queued_due' THEN 0 ELSE 1 END, 3, 'bench: scale', '{}', '{}', 'bench',
+    CASE WHEN kind = 'queued_due' THEN 0 ELSE 1 END, 3,
     CASE kind WHEN 'queued_due' THEN created
               WHEN 'queued_later' THEN $2::timestamptz + make_interval(secs => 60 + g % 840) END,
     CASE WHEN kind = 'sending' THEN 'bench-live' END,
     CASE WHEN kind = 'sending' THEN $2::timestamptz + interval '1 hour' END,
-    created,
     CASE WHEN status = 'confirmed' THEN created + interval '2 seconds'
          ELSE created + interval '1 second' END,
     CASE WHEN kind NOT IN ('queued_due', 'queued_later') THEN created + interval '1 second' END,
@@ -106,20 +128,7 @@ SELECT gen_random_uuid(), 'dropbox_sign', 'default', 'scale-' || g, status,
     CASE WHEN status = 'confirmed' THEN created + interval '2 seconds' END
 FROM r
 """
-
-# Everything that indexes or points at cancellations, to drop before the load and rebuild.
-_DEPENDENTS = """
-SELECT 'fk' AS kind, conname AS name, conrelid::regclass::text AS tab,
-       pg_get_constraintdef(oid) AS def
-FROM pg_constraint WHERE contype = 'f' AND confrelid = 'cancellations'::regclass
-UNION ALL
-SELECT 'pk', conname, conrelid::regclass::text, pg_get_constraintdef(oid)
-FROM pg_constraint WHERE contype = 'p' AND conrelid = 'cancellations'::regclass
-UNION ALL
-SELECT 'index', i.indexrelid::regclass::text, 'cancellations', pg_get_indexdef(i.indexrelid)
-FROM pg_index i WHERE i.indrelid = 'cancellations'::regclass
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
-"""
+)
 
 
 def backlog_counts(backlog: int) -> list[int]:
@@ -127,7 +136,8 @@ def backlog_counts(backlog: int) -> list[int]:
 
 
 async def load(dsn: str, rows: int, backlog: int, expired: int) -> dict[str, Any]:
-    """The table, its indexes rebuilt, its counters, the expired rows' history; vacuumed."""
+    """The two tables, their indexes rebuilt, the counters, the expired rows' history;
+    vacuumed."""
     backlog = min(backlog, rows // 4)
     expired = min(expired, rows // 4)
     counts = backlog_counts(backlog)
@@ -135,55 +145,43 @@ async def load(dsn: str, rows: int, backlog: int, expired: int) -> dict[str, Any
     try:
         await migrations.migrate(conn)
         await conn.execute("SET maintenance_work_mem = '256MB'")
-        deps = await conn.fetch(_DEPENDENTS)
         started = time.perf_counter()
-        for d in deps:
-            if d["kind"] == "index":
-                await conn.execute(f"DROP INDEX {d['name']}")
-            else:
-                await conn.execute(f"ALTER TABLE {d['tab']} DROP CONSTRAINT {d['name']}")
+        # Both tables of 0016 (the view has no indexes of its own).
+        deps = await state_apart.drop_dependents(conn)
         now = datetime.now(UTC)
+        await conn.execute(_FILL_REQUESTS, rows, now, *counts, expired)
+        requests_filled = time.perf_counter()
         # Synthetic rows in every status: no transition wrote them (0011's trigger is off).
-        async with triggers_off(conn, "cancellations", "transition_on_insert"):
-            await conn.execute(_FILL, rows, now, *counts, expired)
+        async with triggers_off(conn, "cancellation_state", "transition_on_insert"):
+            await conn.execute(_FILL_STATE, rows, now, *counts, expired)
         filled = time.perf_counter()
-        for kind in ("pk", "index", "fk"):
-            for d in deps:
-                if d["kind"] != kind:
-                    continue
-                if kind == "index":
-                    await conn.execute(d["def"])
-                else:
-                    await conn.execute(
-                        f"ALTER TABLE {d['tab']} ADD CONSTRAINT {d['name']} {d['def']}"
-                    )
+        await state_apart.rebuild_dependents(conn, deps)
         indexed = time.perf_counter()
         await conn.execute(
             "INSERT INTO provider_counts (provider, status, shard, n)"
-            " SELECT provider, status, 0, count(*) FROM cancellations"
+            " SELECT provider, status, 0, count(*) FROM cancellation_state"
             " WHERE status IN ('confirmed', 'failed') GROUP BY provider, status"
         )
         if expired:
             await sweep._load_expired_extras(conn, now, unused=max(1, expired // 10))
-        await conn.execute("VACUUM (ANALYZE) cancellations, cancellation_events, webhook_inbox")
-        size = await conn.fetchrow(
-            "SELECT pg_relation_size('cancellations') AS heap,"
-            " pg_indexes_size('cancellations') AS indexes,"
-            " pg_database_size(current_database()) AS database"
-        )
+        await state_apart.vacuum(conn, "cancellation_events", "webhook_inbox")
+        build_s = time.perf_counter() - started
+        # What `cancellations` was before 0016: the two tables' sums, and each apart.
+        size = await state_apart.sizes(conn)
+        database = await conn.fetchval("SELECT pg_database_size(current_database())")
     finally:
         await conn.close()
-    assert size is not None
     return {
         "rows": rows,
         "backlog": dict(zip(BACKLOG_SHARES, counts, strict=True)),
         "expired": expired,
         "fill_s": round(filled - started, 1),
+        "requests_fill_s": round(requests_filled - started, 1),
+        "state_fill_s": round(filled - requests_filled, 1),
         "index_s": round(indexed - filled, 1),
-        "build_s": round(time.perf_counter() - started, 1),
-        "heap_bytes": int(size["heap"]),
-        "index_bytes": int(size["indexes"]),
-        "database_bytes": int(size["database"]),
+        "build_s": round(build_s, 1),
+        **size,
+        "database_bytes": int(database),
     }
 
 
@@ -307,12 +305,9 @@ async def measure(
             for k in before:
                 totals[k] = totals.get(k, 0) + after[k] - before[k]
             requeued.append(report.overdue)
-            async with triggers_off(admin, "cancellations", "transition"):  # a reset
-                await admin.execute(
-                    "UPDATE cancellations SET status = 'awaiting_confirmation',"
-                    " needs_check = false, next_attempt_at = NULL"
-                    " WHERE status = 'queued' AND needs_check"
-                )
+            # A reset of the state alone (0016), as in sweep.py.
+            async with triggers_off(admin, "cancellation_state", "transition"):
+                await admin.execute(sweep.PUT_BACK)
         out["sweep"] = {
             **_summary(times, dict.fromkeys(totals, 0), totals),
             "requeued": requeued,

@@ -1,8 +1,11 @@
 """Sweeper at scale: a big, mostly terminal table with a few overdue rows, one round timed;
 then retention: terminal rows older than ORCH_RETENTION_S deleted in batches, timed.
 
-The table is bulk-loaded with COPY (asyncpg copy_records_to_table), and provider_counts
-written once from the terminal totals, which is what the triggers would have left behind.
+The table is bulk-loaded with COPY (asyncpg copy_records_to_table) into the two tables of
+migration 0016, cancellation_requests then cancellation_state (bench/state_apart.py; the
+`cancellations` view's INSTEAD OF trigger would take them one row at a time), and
+provider_counts written once from the terminal totals, which is what the triggers would have
+left behind. The resets between rounds update cancellation_state, as the sweep itself does.
 The expired rows (terminal, ended before the retention's cut-off) get the history a real
 cancel leaves (four events) and, when confirmed by callback, the inbox event that confirmed
 them; old and recent inbox events that no cancellation used are loaded too. Only the expired
@@ -29,6 +32,7 @@ from orchestrator.store.queries import QUERIES
 from orchestrator.store.repository import Store
 from orchestrator.workers.sweeper import Sweeper
 
+import state_apart
 from harness import triggers_off
 
 #: ORCH_RETENTION_S's default (90 days): the expired rows ended before now minus this.
@@ -60,6 +64,16 @@ _COLUMNS = (
     "confirm_by",
     "confirmed_at",
 )
+
+
+#: A reset between sweep rounds: the rows the sweep requeued awaiting their callback again.
+#: The state alone (0016), found through cancellation_state_due; run with 0011's transition
+#: trigger off.
+PUT_BACK = """
+UPDATE cancellation_state SET status = 'awaiting_confirmation', needs_check = false,
+    next_attempt_at = NULL
+WHERE status = 'queued' AND needs_check
+"""
 
 
 def expired_rows(rows: int, wanted: int) -> int:
@@ -170,8 +184,15 @@ _PAYLOAD_SQL = (
 
 async def _load_expired_extras(conn: asyncpg.Connection, now: datetime, unused: int) -> None:
     """History for every expired row, the inbox event that confirmed each expired confirmed
-    row, and `unused` old plus `unused` recent inbox events nobody used."""
+    row, and `unused` old plus `unused` recent inbox events nobody used.
+
+    The expired rows are found in cancellation_state (0016: their status, updated_at and the
+    copies of provider, account and resource_id); only their first three history rows need
+    the request's created_at, read through the `cancellations` view. Both tables are
+    analyzed first, so that the join starts from the few expired states
+    (cancellation_state_terminal_at) rather than a freshly loaded table's every request."""
     cutoff = now - timedelta(seconds=RETENTION_S)
+    await conn.execute(f"ANALYZE {', '.join(state_apart.TABLES)}")
     values = ", ".join(
         f"({offset}, {'NULL' if frm is None else repr(frm)}, '{to}', '{cause}', '{evidence}')"
         for offset, frm, to, cause, evidence in _HISTORY
@@ -187,7 +208,8 @@ async def _load_expired_extras(conn: asyncpg.Connection, now: datetime, unused: 
         " UNION ALL"
         " SELECT c.id, c.updated_at, 'awaiting_confirmation', c.status,"
         " 'webhook', '{}'::jsonb"
-        " FROM cancellations c WHERE c.status IN ('confirmed', 'failed') AND c.updated_at < $1",
+        " FROM cancellation_state c"
+        " WHERE c.status IN ('confirmed', 'failed') AND c.updated_at < $1",
         cutoff,
     )
     payload = _PAYLOAD_SQL.format(at="c.updated_at", key="c.id::text", resource="c.resource_id")
@@ -197,7 +219,7 @@ async def _load_expired_extras(conn: asyncpg.Connection, now: datetime, unused: 
         " SELECT c.provider, c.account, 'bench-' || c.id, c.resource_id,"
         " 'signature_request_canceled', c.updated_at, '{\"kind\": \"canceled\"}'::jsonb,"
         f" {payload}, c.updated_at, c.updated_at, c.id"
-        " FROM cancellations c WHERE c.status = 'confirmed' AND c.updated_at < $1",
+        " FROM cancellation_state c WHERE c.status = 'confirmed' AND c.updated_at < $1",
         cutoff,
     )
     payload = _PAYLOAD_SQL.format(at="t.at", key="t.n::text", resource="'unused-' || t.n")
@@ -222,26 +244,25 @@ async def load(dsn: str, rows: int, overdue: int, expired: int = 0) -> dict[str,
         await migrations.migrate(conn)
         now = datetime.now(UTC)
         started = time.perf_counter()
-        # Synthetic rows in every status: no transition wrote them (0011's trigger is off).
-        async with triggers_off(conn, "cancellations", "transition_on_insert"):
-            await conn.copy_records_to_table(
-                "cancellations",
-                records=_records(rows, overdue, expired, now, seed=rows),
-                columns=_COLUMNS,
-            )
+        # Synthetic rows in every status: no transition wrote them (0011's trigger is off);
+        # the request and the state of each written to their tables (0016), not the view.
+        await state_apart.copy_cancellations(
+            conn, _records(rows, overdue, expired, now, seed=rows), _COLUMNS
+        )
         await conn.execute(
             "INSERT INTO provider_counts (provider, status, shard, n)"
-            " SELECT provider, status, 0, count(*) FROM cancellations"
+            " SELECT provider, status, 0, count(*) FROM cancellation_state"
             " WHERE status IN ('confirmed', 'failed') GROUP BY provider, status"
         )
         loaded = time.perf_counter() - started
         if expired:
             await _load_expired_extras(conn, now, unused=max(1, expired // 10))
         extras = time.perf_counter() - started - loaded
-        await conn.execute("VACUUM (ANALYZE) cancellations")
-        await conn.execute("VACUUM (ANALYZE) cancellation_events")
-        await conn.execute("VACUUM (ANALYZE) webhook_inbox")
-        size = await conn.fetchval("SELECT pg_total_relation_size('cancellations')")
+        for table in (*state_apart.TABLES, "cancellation_events", "webhook_inbox"):
+            await conn.execute(f"VACUUM (ANALYZE) {table}")
+        # What `cancellations` was before 0016: both tables (heap, indexes, TOAST).
+        size = await state_apart.total_bytes(conn)
+        parts = await state_apart.sizes(conn)
         history = await conn.fetchval("SELECT count(*) FROM cancellation_events")
         inbox = await conn.fetchval("SELECT count(*) FROM webhook_inbox")
     finally:
@@ -256,6 +277,7 @@ async def load(dsn: str, rows: int, overdue: int, expired: int = 0) -> dict[str,
         "load_extras_s": round(extras, 1),
         "vacuum_analyze_s": round(time.perf_counter() - started - loaded - extras, 1),
         "table_bytes": int(size),
+        **{k: v for k, v in parts.items() if k.startswith(("requests_", "state_"))},
     }
 
 
@@ -297,13 +319,10 @@ async def measure(dsn: str, overdue: int, rounds: int) -> dict[str, Any]:
         sweeper = Sweeper(store, SystemClock(), served=lambda: ["dropbox_sign:default"])
 
         async def put_back() -> None:
-            async with triggers_off(conn, "cancellations", "transition"):  # a reset
-                await conn.execute(
-                    "UPDATE cancellations SET status = 'awaiting_confirmation',"
-                    " needs_check = false, next_attempt_at = NULL"
-                    " WHERE status = 'queued' AND needs_check"
-                )
-            await conn.execute("VACUUM (ANALYZE) cancellations")
+            # A reset of the state alone (0016): the requests are never written.
+            async with triggers_off(conn, "cancellation_state", "transition"):
+                await conn.execute(PUT_BACK)
+            await conn.execute("VACUUM (ANALYZE) cancellation_state")
 
         lsn = "SELECT pg_current_wal_lsn()::text"
         wal_diff = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint"
@@ -335,7 +354,7 @@ async def measure(dsn: str, overdue: int, rounds: int) -> dict[str, Any]:
         await put_back()
         # The same rounds without 0005's NOTIFY trigger (a pg_notify per requeued row).
         quiet_ms: list[float] = []
-        await conn.execute("ALTER TABLE cancellations DISABLE TRIGGER cancellation_changed")
+        await conn.execute("ALTER TABLE cancellation_state DISABLE TRIGGER cancellation_changed")
         try:
             for _ in range(max(1, rounds // 2)):
                 started = time.perf_counter()
@@ -343,15 +362,15 @@ async def measure(dsn: str, overdue: int, rounds: int) -> dict[str, Any]:
                 quiet_ms.append((time.perf_counter() - started) * 1000)
                 await put_back()
         finally:
-            await conn.execute("ALTER TABLE cancellations ENABLE TRIGGER cancellation_changed")
+            await conn.execute("ALTER TABLE cancellation_state ENABLE TRIGGER cancellation_changed")
         full_plan = await explain(conn, QUERIES["requeue_overdue"], datetime.now(UTC), 1000)
-        await conn.execute("VACUUM (ANALYZE) cancellations")
+        await conn.execute("VACUUM (ANALYZE) cancellation_state")
         # And a round with nothing overdue: the price of the sweeper's interval when idle.
         await conn.execute(
-            "UPDATE cancellations SET confirm_by = confirm_by + interval '1 day'"
+            "UPDATE cancellation_state SET confirm_by = confirm_by + interval '1 day'"
             " WHERE status = 'awaiting_confirmation' AND confirm_by <= now()"
         )
-        await conn.execute("VACUUM (ANALYZE) cancellations")
+        await conn.execute("VACUUM (ANALYZE) cancellation_state")
         idle_runs: list[float] = []
         for _ in range(3):
             started = time.perf_counter()
@@ -404,8 +423,10 @@ async def measure_retention(dsn: str, rounds: int) -> dict[str, Any]:
     store = Store(pool)
     lsn = "SELECT pg_current_wal_lsn()::text"
     wal_diff = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint"
+    # The rows counted in each table of 0016: retention deletes the request with the state.
     counts = (
-        "SELECT (SELECT count(*) FROM cancellations) AS rows,"
+        "SELECT (SELECT count(*) FROM cancellation_state) AS rows,"
+        " (SELECT count(*) FROM cancellation_requests) AS requests,"
         " (SELECT count(*) FROM cancellation_events) AS history,"
         " (SELECT count(*) FROM webhook_inbox) AS inbox"
     )
@@ -431,6 +452,8 @@ async def measure_retention(dsn: str, rounds: int) -> dict[str, Any]:
             "deleted": deleted,
             "inbox_deleted": events,
             "history_deleted": int(before_counts["history"] - after_counts["history"]),
+            # 0016: the requests go with their states, in the same statement.
+            "requests_deleted": int(before_counts["requests"] - after_counts["requests"]),
             "wal_bytes": wal,
         }
 
@@ -448,7 +471,7 @@ async def measure_retention(dsn: str, rounds: int) -> dict[str, Any]:
         # Whatever is left, untimed; then the steady state: a round that finds nothing.
         while sum(await store.delete_expired(cutoff, 5000)):
             pass
-        for table in ("cancellations", "cancellation_events", "webhook_inbox"):
+        for table in (*state_apart.TABLES, "cancellation_events", "webhook_inbox"):
             await conn.execute(f"VACUUM (ANALYZE) {table}")
         idle = [await timed(RETENTION_MAX_BATCHES) for _ in range(max(3, rounds))]
         left = await conn.fetchrow(counts)

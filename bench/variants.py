@@ -85,7 +85,8 @@ def no_notify() -> None:
 
     async def migrate_then_disable(conn: asyncpg.Connection, *args: Any, **kw: Any) -> Any:
         applied = await migrate(conn, *args, **kw)
-        await conn.execute("ALTER TABLE cancellations DISABLE TRIGGER cancellation_changed")
+        # On cancellation_state since 0016 (cancellations is a view).
+        await conn.execute("ALTER TABLE cancellation_state DISABLE TRIGGER cancellation_changed")
         return applied
 
     migrations.migrate = migrate_then_disable  # type: ignore[assignment]
