@@ -33,7 +33,8 @@ LATERAL enqueue_cancellation(b.id, b.provider, b.account, b.resource_id, b.reaso
 -- Store a verified event once and act on the open cancellation it reports; one round trip.
 -- When the event settled it, also that cancellation's created_at (for the time-to-terminal
 -- histogram): the statement's snapshot predates the function's update, so the row still
--- reads open here, and the lookup is one probe of cancellations_one_open.
+-- reads open here, and the lookup is one probe of cancellation_state_one_open (0016) and
+-- one of cancellation_requests' primary key, through the view.
 SELECT r.outcome, settled.created_at
 FROM record_webhook_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) AS r(outcome)
 LEFT JOIN LATERAL (
@@ -124,7 +125,7 @@ LIMIT $3;
 -- name: counts_by_provider
 -- The dashboard's table: how many cancellations each provider has in each status. Terminal
 -- ones from their counters (0013: provider_counts, kept by the table's triggers), open ones
--- counted live in one scan of cancellations_one_open, whose predicate is exactly the open
+-- counted live in one scan of cancellation_state_one_open (0016), whose predicate is exactly the open
 -- statuses: the cost follows the backlog and the number of providers, never the table's
 -- size. A status without a row is absent.
 SELECT provider, status, n FROM (
@@ -246,8 +247,8 @@ SELECT count(*) FROM released;
 -- Terminal statuses from their counters (0013: provider_counts, kept by the table's
 -- triggers); open ones counted live, each from its partial index; overdue and
 -- last_confirmed_at use indexes too (the latter the newest confirmed row of
--- cancellations_terminal_at: a confirmed row's confirmed_at is its updated_at, 0015). Flat in
--- the table's size.
+-- cancellation_state_terminal_at: a confirmed row's confirmed_at is its updated_at, 0015).
+-- Flat in the table's size.
 SELECT
     (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb) FROM (
         SELECT status, sum(n)::bigint AS n FROM provider_counts GROUP BY status
@@ -298,7 +299,7 @@ SELECT pg_try_advisory_xact_lock(7305318221);
 -- name: unserved_accounts
 -- Queued rows of accounts this instance cannot send through ($1: the ones it can), by
 -- account. The accounts with open rows are found by a loose index scan of
--- cancellations_one_open (one probe per account, however long the queue); rows are counted
+-- cancellation_state_one_open (0016; one probe per account, however long the queue); rows are counted
 -- only for the unserved ones.
 WITH RECURSIVE open_accounts AS (
     (SELECT provider, account FROM cancellation_state
